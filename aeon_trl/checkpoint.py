@@ -1,0 +1,65 @@
+"""Atomic checkpoint writes and safe loads.
+
+A checkpoint is one ``torch.save`` file of tensors, numbers, strings and dicts only, so it loads with
+``torch.load(weights_only=True)`` and never runs pickled code. It is written to a temporary file in
+the same folder, fsynced, then ``os.replace``d over the old one: a process killed mid-write leaves
+the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "aeon_trl.checkpoint"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: missing, corrupt, truncated, foreign or incompatible."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: pass the path of a file written by "
+                              "AdvancedPPO.save or aeon-train (runs/<name>/checkpoint.pt)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated/corrupt/unsafe files
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            "It is corrupt, truncated, or holds pickled objects that are not loaded for safety; "
+            "use an earlier checkpoint or retrain.") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an aeon_trl checkpoint (no '{FORMAT}' marker): it was written "
+                              "by another program; load it with that program instead")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {state.get('version')}, this aeon_trl "
+                              f"reads version {VERSION}")
+    return state

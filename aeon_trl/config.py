@@ -1,0 +1,292 @@
+"""One typed, validated configuration for everything: env, model, PPO, optimizer, training.
+
+The tree is a set of dataclasses; every leaf name is unique across sections, so a user can write
+either nested keys (``{"ppo": {"clip_epsilon": 0.3}}``, ``ppo.clip_epsilon=0.3``) or flat ones
+(``clip_epsilon=0.3``), and the seed's dict keys (``clip_range``, ``entropy_coef``, ``kl_target``,
+``adaptive_lr``, ``gamma``, ``gae_lambda``, ``batch_size``, ``epochs``, ``lr``, ``wd``) are accepted
+as they are. Command-line overrides are parsed by OmegaConf's dotlist parser, never by hand.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import OmegaConf
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used, with the fix in the message."""
+
+
+@dataclass
+class EnvConfig:
+    env_id: str = "HalfCheetah-v5"
+    num_envs: int = 64
+    # "auto" picks envpool when it ships the id, else gymnasium's vector env inside one torchrl GymEnv.
+    env_backend: str = "auto"
+    env_threads: int = 0  # envpool worker threads; 0 = one per CPU core
+    norm_obs: bool = True
+    norm_reward: bool = True
+    obs_clip: float = 10.0
+    max_episode_steps: int = 0  # 0 = the env's own limit
+
+
+@dataclass
+class ModelConfig:
+    hidden_sizes: list = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    layer_norm: bool = True
+    gating: bool = True
+    num_critics: int = 1  # >1 turns on the critic ensemble (its std is the value uncertainty)
+    shared_trunk: bool = False
+    log_std_init: float = 0.0
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+
+@dataclass
+class PPOConfig:
+    clip_epsilon: float = 0.2
+    clip_value: float = 0.2  # 0 disables value clipping
+    entropy_coef: float = 0.0
+    entropy_coef_end: float = -1.0  # < 0: no annealing (stays at entropy_coef)
+    critic_coef: float = 0.5
+    kl_coef: float = 0.0  # initial adaptive-KL penalty beta; 0 disables the penalty
+    kl_target: float = 0.02  # drives the KL penalty, adaptive clip, adaptive LR and early stop
+    kl_early_stop: bool = True
+    adaptive_clip: bool = False
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    normalize_advantage: bool = True
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    wd: float = 0.0
+    optimizer: str = "adam"
+    adam_eps: float = 1e-5
+    lookahead: bool = False
+    lookahead_k: int = 5
+    lookahead_alpha: float = 0.5
+    max_grad_norm: float = 0.5
+    anneal_lr: bool = True
+    adaptive_lr: bool = False
+    min_lr: float = 1e-5
+    max_lr: float = 1e-2
+
+
+@dataclass
+class TrainConfig:
+    total_timesteps: int = 1_000_000
+    steps_per_env: int = 64  # rollout length T; frames per batch = num_envs * steps_per_env
+    batch_size: int = 1024  # minibatch size
+    epochs: int = 10
+    seed: int = 0
+    device: str = "auto"
+    torch_threads: int = 1
+    eval_episodes: int = 10
+    checkpoint_every: int = 50  # iterations between checkpoints; 0 = only at the end
+    logger: str = "csv"
+    run_dir: str = "runs"
+    progress: bool = True
+
+
+SECTIONS = {"env": EnvConfig, "model": ModelConfig, "ppo": PPOConfig, "optim": OptimConfig, "train": TrainConfig}
+
+# The seed's names (and a few common ones from SB3/CleanRL) mapped onto ours.
+ALIASES = {
+    "clip_range": "clip_epsilon",
+    "clip_coef": "clip_epsilon",
+    "ent_coef": "entropy_coef",
+    "vf_coef": "critic_coef",
+    "learning_rate": "lr",
+    "weight_decay": "wd",
+    "n_epochs": "epochs",
+    "update_epochs": "epochs",
+    "env": "env_id",
+    "n_envs": "num_envs",
+    "n_steps": "steps_per_env",
+    "num_steps": "steps_per_env",
+    "minibatch_size": "batch_size",
+}
+
+CHOICES = {
+    "env_backend": ("auto", "envpool", "gymnasium"),
+    "activation": ("tanh", "relu", "elu", "silu"),
+    "optimizer": ("adam", "adamw", "sgd"),
+    "logger": ("csv", "tensorboard", "none"),
+}
+
+
+def _leaf_owner() -> dict[str, str]:
+    return {f.name: sec for sec, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+
+
+@dataclass
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        self.validate()
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None = None, base: "Config | None" = None) -> "Config":
+        """Build from nested and/or flat keys on top of ``base`` (defaults if None)."""
+        tree = (base or cls()).to_dict()
+        owner = _leaf_owner()
+        for key, value in (data or {}).items():
+            if key in SECTIONS:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"config section '{key}' must be a mapping, got {value!r}")
+                for sub, sub_value in value.items():
+                    _set_leaf(tree, owner, _canonical(sub, owner, prefix=f"{key}."), sub_value, expect=key)
+            else:
+                _set_leaf(tree, owner, _canonical(key, owner), value)
+        return cls._from_tree(tree)
+
+    @classmethod
+    def _from_tree(cls, tree: Mapping[str, Mapping[str, Any]]) -> "Config":
+        sections = {}
+        for name, sec_cls in SECTIONS.items():
+            values = dict(tree.get(name, {}))
+            for f in dataclasses.fields(sec_cls):
+                if f.name in values:
+                    values[f.name] = _coerce(f.name, values[f.name], f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            sections[name] = sec_cls(**values)
+        return cls(**sections)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        """Read a YAML or JSON file (nested or flat keys)."""
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        return cls.from_dict(data or {})
+
+    def with_overrides(self, dotlist: list[str]) -> "Config":
+        """Apply ``key=value`` command-line overrides (OmegaConf's dotlist syntax)."""
+        for item in dotlist:
+            if "=" not in item:
+                raise ConfigError(f"override '{item}' is not of the form key=value (e.g. lr=3e-4)")
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist(list(dotlist)), resolve=True)
+        return Config.from_dict(parsed, base=self)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(OmegaConf.to_yaml(OmegaConf.create(self.to_dict())))
+
+    # ---- validation ---------------------------------------------------------------------
+    def validate(self) -> None:
+        e, m, p, o, t = self.env, self.model, self.ppo, self.optim, self.train
+        _check(e.num_envs >= 1, "num_envs", e.num_envs, "must be >= 1")
+        _check(e.env_threads >= 0, "env_threads", e.env_threads, "must be >= 0 (0 = all cores)")
+        _check(e.obs_clip > 0, "obs_clip", e.obs_clip, "must be > 0")
+        _check(e.max_episode_steps >= 0, "max_episode_steps", e.max_episode_steps, "must be >= 0")
+        _check(len(m.hidden_sizes) >= 1 and all(int(h) > 0 for h in m.hidden_sizes),
+               "hidden_sizes", m.hidden_sizes, "must be a non-empty list of positive widths, e.g. [64, 64]")
+        _check(m.num_critics >= 1, "num_critics", m.num_critics, "must be >= 1 (1 = no ensemble)")
+        _check(m.log_std_min < m.log_std_max, "log_std_min", m.log_std_min, "must be < log_std_max")
+        _check(m.log_std_min <= m.log_std_init <= m.log_std_max, "log_std_init", m.log_std_init,
+               f"must lie in [log_std_min, log_std_max] = [{m.log_std_min}, {m.log_std_max}]")
+        _check(0 < p.clip_epsilon < 1, "clip_epsilon", p.clip_epsilon, "must be in (0, 1); 0.1-0.3 is usual")
+        _check(p.clip_value >= 0, "clip_value", p.clip_value, "must be >= 0 (0 disables value clipping)")
+        _check(p.entropy_coef >= 0, "entropy_coef", p.entropy_coef, "must be >= 0")
+        _check(p.critic_coef > 0, "critic_coef", p.critic_coef, "must be > 0")
+        _check(p.kl_coef >= 0, "kl_coef", p.kl_coef, "must be >= 0 (0 disables the KL penalty)")
+        _check(p.kl_target > 0, "kl_target", p.kl_target, "must be > 0; 0.01-0.05 is usual")
+        _check(0 < p.gamma <= 1, "gamma", p.gamma, "must be in (0, 1]")
+        _check(0 <= p.gae_lambda <= 1, "gae_lambda", p.gae_lambda, "must be in [0, 1]")
+        _check(o.lr > 0, "lr", o.lr, "must be > 0")
+        _check(o.wd >= 0, "wd", o.wd, "must be >= 0")
+        _check(o.adam_eps > 0, "adam_eps", o.adam_eps, "must be > 0")
+        _check(o.lookahead_k >= 1, "lookahead_k", o.lookahead_k, "must be >= 1")
+        _check(0 < o.lookahead_alpha <= 1, "lookahead_alpha", o.lookahead_alpha, "must be in (0, 1]")
+        _check(o.max_grad_norm >= 0, "max_grad_norm", o.max_grad_norm, "must be >= 0 (0 disables clipping)")
+        _check(0 < o.min_lr <= o.max_lr, "min_lr", o.min_lr, "must satisfy 0 < min_lr <= max_lr")
+        _check(t.total_timesteps >= 1, "total_timesteps", t.total_timesteps, "must be >= 1")
+        _check(t.steps_per_env >= 1, "steps_per_env", t.steps_per_env, "must be >= 1")
+        _check(t.batch_size >= 1, "batch_size", t.batch_size, "must be >= 1")
+        _check(t.batch_size <= self.frames_per_batch, "batch_size", t.batch_size,
+               f"must be <= num_envs * steps_per_env = {self.frames_per_batch} (the on-policy batch)")
+        _check(t.epochs >= 1, "epochs", t.epochs, "must be >= 1")
+        _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "device", t.device,
+               "must be 'auto', 'cpu' or 'cuda[:N]'")
+        _check(t.torch_threads >= 0, "torch_threads", t.torch_threads, "must be >= 0 (0 = torch's default)")
+        _check(t.eval_episodes >= 0, "eval_episodes", t.eval_episodes, "must be >= 0")
+        _check(t.checkpoint_every >= 0, "checkpoint_every", t.checkpoint_every, "must be >= 0")
+        for key, allowed in CHOICES.items():
+            value = getattr(self._section_of(key), key)
+            _check(value in allowed, key, value, f"must be one of {list(allowed)}")
+
+    def _section_of(self, leaf: str):
+        return getattr(self, _leaf_owner()[leaf])
+
+    @property
+    def frames_per_batch(self) -> int:
+        return self.env.num_envs * self.train.steps_per_env
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"config value {key}={value!r} is out of range: {key} {rule}")
+
+
+def _canonical(key: str, owner: Mapping[str, str], prefix: str = "") -> str:
+    key = ALIASES.get(key, key)
+    if key in owner:
+        return key
+    known = sorted(set(owner) | set(ALIASES) | set(SECTIONS))
+    hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    did_you_mean = f" Did you mean '{ALIASES.get(hint[0], hint[0])}'?" if hint else ""
+    raise ConfigError(f"unknown config key '{prefix}{key}'.{did_you_mean} Known keys: {', '.join(sorted(owner))}")
+
+
+def _set_leaf(tree, owner, key, value, expect: str | None = None) -> None:
+    section = owner[key]
+    if expect is not None and expect != section:
+        raise ConfigError(f"config key '{key}' belongs to section '{section}', not '{expect}'")
+    tree[section][key] = value
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Convert YAML/CLI values to the field's type, refusing what does not fit."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            if isinstance(value, (bool, int)) and value in (0, 1):
+                return bool(value)
+            raise TypeError
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, list):
+            return [int(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config value {name}={value!r} has the wrong type: expected {type(default).__name__}"
+        ) from None
+    return value

@@ -1,0 +1,129 @@
+"""``make_env``: a batched TorchRL env (``[num_envs]``) with the transform stack PPO needs.
+
+One TorchRL step carries ``num_envs`` MuJoCo steps, so TorchRL's ~1 ms per-step overhead is paid
+once per batch (see benchmarks/RESULTS.md). The base env is envpool's C++ thread pool when it ships
+the id, else gymnasium's vector env inside one ``GymEnv``. On top, in this order:
+``RewardSum`` (raw episode return, for logging) -> ``VecNormV2`` on observations + clip ->
+``ReturnScaling`` on rewards -> action clipping to the env's bounds (inverse transform: the policy's
+unclipped Gaussian sample is what the loss sees, the env gets the clipped one).
+"""
+from __future__ import annotations
+
+import difflib
+import os
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torchrl.envs import (ClipTransform, Compose, DoubleToFloat, EnvBase, GymEnv, RewardSum,
+                          TransformedEnv, VecNormV2)
+
+from aeon_trl.config import Config, ConfigError
+from aeon_trl.transforms.reward import ReturnScaling
+
+OBS_NORM, REWARD_NORM = "obs_norm", "reward_norm"
+
+
+def check_env_id(env_id: str) -> gym.spaces.Box:
+    """Refuse unknown ids (with a close match) and discrete-action envs; return the action space."""
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error:
+        hint = difflib.get_close_matches(env_id, list(gym.envs.registry), n=1)
+        did_you_mean = f" Did you mean '{hint[0]}'?" if hint else ""
+        raise ConfigError(f"unknown env id '{env_id}'.{did_you_mean} Any gymnasium id with a Box "
+                          "action space works, e.g. HalfCheetah-v5, Hopper-v5, Pendulum-v1.") from None
+    env = spec.make()
+    try:
+        space = env.action_space
+    finally:
+        env.close()
+    if not isinstance(space, gym.spaces.Box):
+        raise ConfigError(f"env '{env_id}' has a {type(space).__name__} action space: aeon_trl's PPO is for "
+                          "continuous actions only (a Box action space).")
+    return space
+
+
+def resolve_backend(cfg: Config) -> str:
+    if cfg.env.env_backend != "auto":
+        return cfg.env.env_backend
+    from aeon_trl.envpool_env import envpool_supports
+    return "envpool" if envpool_supports(cfg.env.env_id) else "gymnasium"
+
+
+def make_base_env(cfg: Config, num_envs: int, seed: int) -> EnvBase:
+    env_id = cfg.env.env_id
+    check_env_id(env_id)
+    if resolve_backend(cfg) == "envpool":
+        from aeon_trl.envpool_env import EnvPoolEnv
+        threads = cfg.env.env_threads or os.cpu_count() or 1
+        return EnvPoolEnv(env_id, num_envs, seed=seed, num_threads=min(threads, num_envs),
+                          max_episode_steps=cfg.env.max_episode_steps or None)
+    kwargs = {"max_episode_steps": cfg.env.max_episode_steps} if cfg.env.max_episode_steps else {}
+    env = GymEnv(env_id, num_envs=num_envs, **kwargs) if num_envs > 1 else GymEnv(env_id, **kwargs)
+    env.set_seed(seed)
+    return env
+
+
+def make_env(cfg: Config, num_envs: int | None = None, seed: int | None = None,
+             base_env: EnvBase | None = None) -> TransformedEnv:
+    """The training env stack. ``base_env`` lets a user bring their own TorchRL env."""
+    num_envs = num_envs or cfg.env.num_envs
+    seed = cfg.train.seed if seed is None else seed
+    base = base_env if base_env is not None else make_base_env(cfg, num_envs, seed)
+    action_spec = base.action_spec
+    low, high = action_spec.space.low, action_spec.space.high
+    if not (torch.all(low == low.flatten()[0]) and torch.all(high == high.flatten()[0])):
+        raise ConfigError("actions with per-dimension bounds are not supported yet: aeon_trl clips actions "
+                          "to one scalar [low, high] range")
+    transforms = [RewardSum()]
+    if base.observation_spec["observation"].dtype == torch.float64:
+        transforms.append(DoubleToFloat(in_keys=["observation"]))
+    if cfg.env.norm_obs:
+        transforms += [VecNormV2(in_keys=["observation"], decay=0.99999, eps=1e-8, reduce_batch_dims=True),
+                       ClipTransform(in_keys=["observation"], low=-cfg.env.obs_clip, high=cfg.env.obs_clip)]
+    if cfg.env.norm_reward:
+        transforms.append(ReturnScaling(gamma=cfg.ppo.gamma))
+    transforms.append(ClipTransform(in_keys_inv=["action"], low=low.flatten()[0].item(),
+                                    high=high.flatten()[0].item()))
+    return TransformedEnv(base, Compose(*transforms))
+
+
+def normalization_state(env: TransformedEnv) -> dict:
+    """The running statistics of the obs/reward normalizers, for checkpoints and eval envs."""
+    state = {}
+    for t in env.transform:
+        if isinstance(t, VecNormV2):
+            state[OBS_NORM] = t.state_dict()
+        elif isinstance(t, ReturnScaling):
+            state[REWARD_NORM] = t.state_dict()
+    return state
+
+
+def load_normalization_state(env: TransformedEnv, state: dict, freeze: bool = False) -> None:
+    """Copy statistics saved by ``normalization_state``; ``freeze`` for evaluation, where the
+    statistics must stay those the policy was trained with."""
+    for t in env.transform:
+        key = OBS_NORM if isinstance(t, VecNormV2) else REWARD_NORM if isinstance(t, ReturnScaling) else None
+        if key is None:
+            continue
+        if key in state:
+            if isinstance(t, VecNormV2) and not t.initialized:
+                _init_vecnorm(t, env)
+            t.load_state_dict(state[key])
+        if freeze:
+            t.freeze()
+
+
+def _init_vecnorm(t: VecNormV2, env: TransformedEnv) -> None:
+    """VecNormV2 creates its buffers lazily on the first data; run one reset to create them."""
+    frozen = t.frozen
+    t.unfreeze()
+    env.reset()
+    if frozen:
+        t.freeze()
+
+
+def env_dims(env: EnvBase) -> tuple[int, int]:
+    return int(np.prod(env.observation_spec["observation"].shape[len(env.batch_size):])), \
+        int(np.prod(env.action_spec.shape[len(env.batch_size):]))

@@ -1,0 +1,85 @@
+"""``AdvancedClipPPOLoss``: TorchRL's ``ClipPPOLoss`` plus a critic ensemble and an adaptive KL penalty.
+
+What ``ClipPPOLoss`` already does is used as is: the clipped surrogate (Schulman et al. 2017), value
+clipping ``old + clamp(value - old, -clip, clip)`` with the max of clipped/unclipped losses, the
+entropy bonus, advantage normalization. This subclass overrides only what differs:
+- ``loss_critic``: the loss over *every* head of the critic ensemble (each clipped around its own
+  old value), not just the mean;
+- ``forward``: adds ``loss_kl = kl_coef * KL`` (Schulman et al. 2017 sec. 4, adaptive-beta
+  penalty) with the low-variance, non-negative k3 estimator ``(r - 1) - log r`` of KL(old || new),
+  and reports that estimator as ``kl_approx``.
+``clip_epsilon``, ``entropy_coeff`` and ``kl_coef`` are buffers, so schedules change them between
+updates in place (``loss.clip_epsilon.fill_(0.15)``).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.utils import NestedKey
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.utils import _clip_value_loss, distance_loss
+
+
+class AdvancedClipPPOLoss(ClipPPOLoss):
+    """Clipped PPO with critic-ensemble loss, adaptive-KL penalty and schedulable coefficients."""
+
+    @dataclass
+    class _AcceptedKeys(ClipPPOLoss._AcceptedKeys):
+        """Adds the critic ensemble's per-head values to the keys a user can remap with ``set_keys``."""
+
+        value_ensemble: NestedKey = "state_value_ensemble"
+
+    default_keys = _AcceptedKeys
+
+    def __init__(self, actor_network, critic_network, *, clip_epsilon: float = 0.2,
+                 clip_value: float | None = 0.2, entropy_coeff: float = 0.0, critic_coeff: float = 0.5,
+                 kl_coef: float = 0.0, normalize_advantage: bool = True, loss_critic_type: str = "l2",
+                 **kwargs):
+        super().__init__(
+            actor_network, critic_network, clip_epsilon=clip_epsilon, clip_value=clip_value or None,
+            entropy_coeff=entropy_coeff, critic_coeff=critic_coeff, normalize_advantage=normalize_advantage,
+            loss_critic_type=loss_critic_type, **kwargs)
+        self.register_buffer("kl_coef", torch.tensor(float(kl_coef)))
+        self._kl_per_sample: torch.Tensor | None = None
+
+    def _log_weight(self, tensordict, adv_shape):
+        log_weight, dist, kl_approx, log_is_weight = super()._log_weight(tensordict, adv_shape)
+        # Kept for forward(): the penalty needs the differentiable ratio, which the parent's
+        # forward() does not return.
+        self._kl_per_sample = torch.expm1(log_weight) - log_weight
+        return log_weight, dist, kl_approx, log_is_weight
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        td_out = super().forward(tensordict)
+        kl = self._kl_per_sample
+        self._kl_per_sample = None
+        td_out.set("kl_approx", kl.detach().mean())
+        td_out.set("loss_kl", self._reduce_loss(self.kl_coef * kl, tensordict).squeeze(-1))
+        return td_out
+
+    def loss_critic(self, tensordict: TensorDictBase):
+        """Loss of every ensemble head against the value target, each clipped around its own old value."""
+        keys = self.tensor_keys
+        target = tensordict.get(keys.value_target)
+        old_heads = tensordict.get(keys.value_ensemble, None) if self.clip_value else None
+        if self.clip_value and old_heads is None:
+            raise KeyError(f"value clipping needs the collected '{keys.value_ensemble}': run the critic "
+                           "on the batch before the loss (the trainer does this when it computes GAE)")
+        params = self.critic_network_params.to_module(self.critic_network, preserve_module_state=False) \
+            if self.functional else contextlib.nullcontext()
+        with params:
+            heads = self.critic_network(tensordict.select(*self.critic_network.in_keys)).get(keys.value_ensemble)
+        target_heads = target.expand_as(heads)
+        loss = distance_loss(target_heads, heads, loss_function=self.loss_critic_type)
+        clip_fraction = None
+        if self.clip_value:
+            loss, clip_fraction = _clip_value_loss(
+                old_heads, heads, self.clip_value, target_heads, loss, self.loss_critic_type)
+        loss = loss.mean(-1, keepdim=True)
+        with torch.no_grad():
+            value = heads.mean(-1, keepdim=True)
+            explained_variance = 1 - (target - value).var(correction=0) / (target.var(correction=0) + 1e-8)
+        return self.critic_coeff * loss, clip_fraction, explained_variance

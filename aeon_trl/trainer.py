@@ -1,0 +1,291 @@
+"""The PPO loop, readable top to bottom: collector -> GAE -> replay -> loss -> optimizer -> schedules.
+
+Everything a run needs to resume (networks, optimizer incl. Lookahead slow weights, normalization
+statistics, schedules, RNG states, counters, episode history) is in ``state_dict()``.
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tensordict import TensorDictBase
+from torchrl.collectors import Collector
+from torchrl.data import LazyTensorStorage, ReplayBuffer, SamplerWithoutReplacement
+from torchrl.envs import ExplorationType, TransformedEnv, set_exploration_type
+from torchrl.objectives.value import GAE
+
+from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from aeon_trl.config import Config
+from aeon_trl.envs import env_dims, load_normalization_state, make_env, normalization_state
+from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
+from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
+from aeon_trl.optim.build import build_optimizer
+from aeon_trl.optim.schedules import (AdaptiveClipper, AdaptiveKLCoef, EntropyAnnealing, KLAdaptiveLR,
+                                      KLEarlyStop)
+
+LOSS_KEYS = ("loss_objective", "loss_critic", "loss_entropy", "loss_kl")
+DIAGNOSTIC_KEYS = ("kl_approx", "clip_fraction", "entropy", "explained_variance")
+
+
+class NonFiniteError(FloatingPointError):
+    """NaN/inf in rewards, observations or losses: training stops, the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Owns the env, networks, loss, optimizer and schedules of one PPO run."""
+
+    def __init__(self, cfg: Config, env: TransformedEnv | None = None):
+        self.cfg = cfg
+        if cfg.train.torch_threads:
+            torch.set_num_threads(cfg.train.torch_threads)
+        seed_everything(cfg.train.seed)
+        self.device = resolve_device(cfg.train.device)
+        self.env = env if env is not None else make_env(cfg)
+        obs_dim, act_dim = env_dims(self.env)
+        self.net = AdaptiveActorCritic.from_config(obs_dim, act_dim, cfg.model).to(self.device)
+        self.actor, self.critic = make_ppo_operators(self.net)
+        p, o = cfg.ppo, cfg.optim
+        self.loss = AdvancedClipPPOLoss(
+            self.actor, self.critic, clip_epsilon=p.clip_epsilon, clip_value=p.clip_value,
+            entropy_coeff=p.entropy_coef, critic_coeff=p.critic_coef, kl_coef=p.kl_coef,
+            normalize_advantage=p.normalize_advantage, functional=False)
+        self.advantage = GAE(gamma=p.gamma, lmbda=p.gae_lambda, value_network=None, average_gae=False)
+        self.optimizer = build_optimizer(self.net.parameters(), o)
+        self.lr_schedule = KLAdaptiveLR(self.optimizer, kl_target=p.kl_target if o.adaptive_lr else None,
+                                        min_lr=o.min_lr, max_lr=o.max_lr, anneal_end=0.0 if o.anneal_lr else 1.0)
+        self.clipper = AdaptiveClipper(init_value=p.clip_epsilon, kl_target=p.kl_target) if p.adaptive_clip else None
+        self.kl_coef = AdaptiveKLCoef(init_value=p.kl_coef, kl_target=p.kl_target) if p.kl_coef > 0 else None
+        end = p.entropy_coef_end if p.entropy_coef_end >= 0 else p.entropy_coef
+        self.entropy = EntropyAnnealing(p.entropy_coef, end)
+        self.early_stop = KLEarlyStop(p.kl_target if p.kl_early_stop else None)
+        self.buffer = ReplayBuffer(storage=LazyTensorStorage(cfg.frames_per_batch, device=self.device),
+                                   sampler=SamplerWithoutReplacement(), batch_size=cfg.train.batch_size)
+        self._collector: Collector | None = None
+        self.frames = 0
+        self.iteration = 0
+        self.episode_returns: list[float] = []
+        self.history: list[dict] = []  # one row of metrics per iteration
+
+    # ---- collection ---------------------------------------------------------------------
+    @property
+    def collector(self) -> Collector:
+        if self._collector is None:
+            self._collector = Collector(
+                self.env, self.actor, frames_per_batch=self.cfg.frames_per_batch, total_frames=-1,
+                policy_device=self.device, storing_device=self.device, env_device="cpu")
+            self._batches = iter(self._collector)
+        return self._collector
+
+    def collect(self) -> TensorDictBase:
+        self.collector
+        batch = next(self._batches)
+        for key in (("next", "reward"), ("next", "observation")):
+            if not torch.isfinite(batch.get(key)).all():
+                raise NonFiniteError(f"the env returned NaN/inf in {key}; check the env or its reward wrapper. "
+                                     "Training stopped; the last checkpoint is unchanged.")
+        done = batch.get(("next", "done")).squeeze(-1)
+        self.episode_returns.extend(batch.get(("next", "episode_reward"))[done].flatten().tolist())
+        return batch
+
+    # ---- update -------------------------------------------------------------------------
+    def update(self, batch: TensorDictBase) -> dict[str, float]:
+        cfg = self.cfg
+        progress = self.frames / cfg.train.total_timesteps
+        self.loss.entropy_coeff.fill_(self.entropy.value(progress))
+        lr = self.lr_schedule.anneal(progress)
+        with torch.no_grad():
+            # Values of s and s' (all ensemble heads: value clipping needs the old per-head values),
+            # then GAE reads them and writes advantage and value_target.
+            self.critic(batch)
+            self.critic(batch.get("next"))
+            self.advantage(batch)
+        self.buffer.empty()
+        self.buffer.extend(batch.reshape(-1))
+        sums: dict[str, float] = {k: 0.0 for k in LOSS_KEYS + DIAGNOSTIC_KEYS}
+        steps = 0
+        minibatches = max(1, cfg.frames_per_batch // cfg.train.batch_size)
+        for epoch in range(cfg.train.epochs):
+            epoch_kl = 0.0
+            for _ in range(minibatches):
+                out = self.loss(self.buffer.sample())
+                total = sum(out.get(k) for k in LOSS_KEYS)
+                if not torch.isfinite(total):
+                    raise NonFiniteError(
+                        f"the PPO loss became {total.item()} at iteration {self.iteration} "
+                        f"({', '.join(f'{k}={out.get(k).item():.4g}' for k in LOSS_KEYS)}). Training stopped "
+                        "before the optimizer step; the last good checkpoint is kept. Lower lr or clip_epsilon, "
+                        "or check rewards/observations for extreme values.")
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.optim.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.max_grad_norm)
+                self.optimizer.step()
+                for k in sums:
+                    sums[k] += out.get(k).item()
+                epoch_kl += out.get("kl_approx").item()
+                steps += 1
+            epoch_kl /= minibatches
+            if cfg.optim.adaptive_lr:
+                lr = self.lr_schedule.update(epoch_kl)
+            if self.early_stop.should_stop(epoch_kl):
+                break
+        metrics = {k: v / steps for k, v in sums.items()}
+        if self.clipper is not None:
+            self.loss.clip_epsilon.fill_(self.clipper.update(metrics["kl_approx"]))
+        if self.kl_coef is not None:
+            self.loss.kl_coef.fill_(self.kl_coef.update(metrics["kl_approx"]))
+        metrics.update(lr=lr, epochs_run=epoch + 1, clip_epsilon=self.loss.clip_epsilon.item(),
+                       kl_coef=self.loss.kl_coef.item(), entropy_coef=self.loss.entropy_coeff.item(),
+                       value_std=batch.get("state_value_std").mean().item())
+        return metrics
+
+    # ---- the loop -----------------------------------------------------------------------
+    def train(self, total_timesteps: int | None = None,
+              on_iteration: Callable[["Trainer", dict], None] | None = None) -> dict:
+        """Train until ``total_timesteps`` frames (default: the config's); returns a summary."""
+        total = total_timesteps or self.cfg.train.total_timesteps
+        start, start_frames = time.perf_counter(), self.frames
+        while self.frames < total:
+            t0 = time.perf_counter()
+            batch = self.collect()
+            t1 = time.perf_counter()
+            metrics = self.update(batch)
+            t2 = time.perf_counter()
+            self.frames += batch.numel()
+            self.iteration += 1
+            recent = self.episode_returns[-100:]
+            metrics.update(
+                frames=self.frames, iteration=self.iteration, episodes=len(self.episode_returns),
+                episode_return=float(np.mean(recent[-20:])) if recent else float("nan"),
+                collect_fps=batch.numel() / (t1 - t0), steps_per_second=batch.numel() / (t2 - t0))
+            self.history.append(metrics)
+            if on_iteration is not None:
+                on_iteration(self, metrics)
+        wall = time.perf_counter() - start
+        return self.summary(wall, self.frames - start_frames)
+
+    def summary(self, wall_time: float, frames: int) -> dict:
+        returns = self.episode_returns
+        return {
+            "episodes": len(returns),
+            "best_reward": max(returns) if returns else float("nan"),
+            "final_avg_reward": float(np.mean(returns[-100:])) if returns else float("nan"),
+            "timesteps": self.frames,
+            "wall_time": wall_time,
+            "steps_per_second": frames / wall_time if wall_time > 0 else float("nan"),
+        }
+
+    # ---- evaluation ---------------------------------------------------------------------
+    def evaluate(self, n_episodes: int = 10, deterministic: bool = True, seed: int | None = None) -> list[float]:
+        """Returns of ``n_episodes`` episodes, one per env of a fresh eval env whose normalization
+        statistics are frozen copies of training's (the policy must see what it was trained on)."""
+        if n_episodes <= 0:
+            return []
+        eval_seed = self.cfg.train.seed + 1_000_003 if seed is None else seed
+        env = make_env(self.cfg, num_envs=n_episodes, seed=eval_seed)
+        try:
+            load_normalization_state(env, normalization_state(self.env), freeze=True)
+            max_steps = _episode_limit(self.cfg.env.env_id, self.cfg.env.max_episode_steps)
+            mode = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+            with torch.no_grad(), set_exploration_type(mode):
+                rollout = env.rollout(max_steps, self.actor, break_when_any_done=False, auto_cast_to_device=True)
+        finally:
+            env.close()
+        done = rollout.get(("next", "done")).squeeze(-1)  # [n_episodes, T]
+        returns = rollout.get(("next", "episode_reward")).squeeze(-1)
+        first_done = torch.where(done.any(-1), done.float().argmax(-1), torch.full_like(done[:, 0], -1, dtype=torch.long))
+        return returns[torch.arange(n_episodes), first_done].tolist()
+
+    # ---- checkpointing ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "config": self.cfg.to_dict(),
+            "dims": list(env_dims(self.env)),
+            "net": self.net.state_dict(),
+            "loss_buffers": {k: v for k, v in self.loss.state_dict().items() if "network" not in k},
+            "optimizer": self.optimizer.state_dict(),
+            "schedules": {
+                "lr": self.lr_schedule.state_dict(), "entropy": self.entropy.state_dict(),
+                "early_stop": self.early_stop.state_dict(),
+                "clipper": self.clipper.state_dict() if self.clipper else {},
+                "kl_coef": self.kl_coef.state_dict() if self.kl_coef else {},
+            },
+            "normalization": normalization_state(self.env),
+            "counters": {"frames": self.frames, "iteration": self.iteration},
+            "episode_returns": torch.tensor(self.episode_returns, dtype=torch.float64),
+            "history": self.history,
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()[1]},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        dims = list(env_dims(self.env))
+        if list(state["dims"]) != dims:
+            raise CheckpointError(f"checkpoint was trained on observation/action sizes {state['dims']}, this env "
+                                  f"has {dims}: it belongs to another env (config env_id "
+                                  f"'{state['config']['env']['env_id']}')")
+        try:
+            self.net.load_state_dict(state["net"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint networks do not match this config's model: {exc}") from None
+        self.loss.load_state_dict(state["loss_buffers"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        sched = state["schedules"]
+        self.lr_schedule.load_state_dict(sched["lr"])
+        self.entropy.load_state_dict(sched["entropy"])
+        self.early_stop.load_state_dict(sched["early_stop"])
+        if self.clipper and sched["clipper"]:
+            self.clipper.load_state_dict(sched["clipper"])
+        if self.kl_coef and sched["kl_coef"]:
+            self.kl_coef.load_state_dict(sched["kl_coef"])
+        load_normalization_state(self.env, state["normalization"])
+        self.frames = state["counters"]["frames"]
+        self.iteration = state["counters"]["iteration"]
+        self.episode_returns = state["episode_returns"].tolist()
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        _set_numpy_rng_state(state["rng"]["numpy"])
+        random.setstate((3, tuple(state["rng"]["python"]), None))
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint(self.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+
+    def close(self) -> None:
+        if self._collector is not None:
+            self._collector.shutdown()
+            self._collector = None
+        if not self.env.is_closed:
+            self.env.close()
+
+
+def _episode_limit(env_id: str, override: int) -> int:
+    import gymnasium as gym
+    return override or gym.spec(env_id).max_episode_steps or 1000
+
+
+def _numpy_rng_state() -> dict:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+            "gauss": float(gauss)}
+
+
+def _set_numpy_rng_state(s: dict) -> None:
+    np.random.set_state(("MT19937", s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"]))
