@@ -1,0 +1,300 @@
+"""Schedules that PPO adapts during training: clip range, KL penalty, learning rate, entropy bonus, early stop.
+
+Each one reads a scalar diagnostic (approximate KL, training progress in ``[0, 1]``) and returns the value to use.
+Their ``state_dict()`` holds only Python numbers (and lists of them), so a checkpoint that includes them still
+loads with ``torch.load(..., weights_only=True)`` and a resumed run continues with the adapted values instead of
+restarting from the initial ones.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+__all__ = [
+    "AdaptiveClipper",
+    "AdaptiveKLCoef",
+    "EntropyAnnealing",
+    "KLAdaptiveLR",
+    "KLEarlyStop",
+    "linear_schedule",
+]
+
+
+def _as_float(x: Any) -> float:
+    """A KL may arrive as a 0-d tensor from the loss; schedules work on Python floats."""
+    if isinstance(x, torch.Tensor):
+        return float(x.detach().cpu())
+    return float(x)
+
+
+def _clamp(x: float, low: float, high: float) -> float:
+    return min(max(x, low), high)
+
+
+def linear_schedule(start: float, end: float, progress: float) -> float:
+    """Linear interpolation from ``start`` (progress 0) to ``end`` (progress 1); progress is clamped to [0, 1]."""
+    progress = _clamp(float(progress), 0.0, 1.0)
+    return start + (end - start) * progress
+
+
+class _Stateful:
+    """``state_dict`` / ``load_state_dict`` over the attributes named in ``_state_keys`` (Python numbers only)."""
+
+    _state_keys: tuple[str, ...] = ()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self._state_keys}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        missing = [key for key in self._state_keys if key not in state_dict]
+        if missing:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: missing {missing}")
+        for key in self._state_keys:
+            value = state_dict[key]
+            if isinstance(value, list):
+                setattr(self, key, [float(v) for v in value])
+            elif isinstance(getattr(self, key), int) and not isinstance(getattr(self, key), bool):
+                setattr(self, key, int(value))
+            else:
+                setattr(self, key, float(value))
+
+
+class AdaptiveClipper(_Stateful):
+    """PPO clip range that follows the measured policy change.
+
+    The KL-band rule of the adaptive KL penalty (Schulman et al. 2017, "Proximal Policy Optimization Algorithms",
+    sec. 4) applied to ``clip_epsilon`` instead of beta: a KL above ``tolerance * kl_target`` means updates are too
+    large, so the trust region shrinks by ``rate``; a KL below ``kl_target / tolerance`` lets it grow by ``rate``.
+    Bounds keep it from collapsing to zero (no learning) or opening to no clipping at all.
+    """
+
+    _state_keys = ("value",)
+
+    def __init__(
+        self,
+        init_value: float = 0.2,
+        kl_target: float = 0.01,
+        rate: float = 1.5,
+        min_value: float = 0.05,
+        max_value: float = 0.5,
+        tolerance: float = 1.5,
+    ) -> None:
+        if not 0.0 < min_value <= max_value:
+            raise ValueError(f"need 0 < min_value <= max_value, got {min_value}, {max_value}")
+        if kl_target <= 0 or rate <= 1.0 or tolerance <= 1.0:
+            raise ValueError("need kl_target > 0, rate > 1 and tolerance > 1")
+        self.kl_target = float(kl_target)
+        self.rate = float(rate)
+        self.tolerance = float(tolerance)
+        self.min_value = float(min_value)
+        self.max_value = float(max_value)
+        self.value = _clamp(float(init_value), self.min_value, self.max_value)
+
+    def update(self, kl: float | torch.Tensor) -> float:
+        """Adapt to one KL measurement and return the new clip value. A NaN KL changes nothing."""
+        kl = _as_float(kl)
+        if kl > self.tolerance * self.kl_target:
+            self.value /= self.rate
+        elif kl < self.kl_target / self.tolerance:
+            self.value *= self.rate
+        self.value = _clamp(self.value, self.min_value, self.max_value)
+        return self.value
+
+
+class AdaptiveKLCoef(_Stateful):
+    """Adaptive KL penalty coefficient beta.
+
+    Default rule: Schulman et al. 2017, "Proximal Policy Optimization Algorithms", sec. 4 (adaptive KL penalty):
+    ``kl > tolerance * kl_target`` -> ``beta *= factor``; ``kl < kl_target / tolerance`` -> ``beta /= factor``
+    (paper: tolerance 1.5, factor 2).
+
+    With ``horizon`` set, the proportional controller of Ziegler et al. 2019 ("Fine-Tuning Language Models from
+    Human Preferences", sec. 2.2) is used instead: ``e = clip(kl / kl_target - 1, -0.2, 0.2)``,
+    ``beta *= 1 + e * n_steps / horizon`` -- smoother when KL is measured often and noisily.
+
+    The clamp keeps beta recoverable: below ``min_value`` the penalty is off in practice, above ``max_value`` it
+    swamps the surrogate, and an unbounded beta would need many halvings to come back.
+    """
+
+    _state_keys = ("value",)
+
+    def __init__(
+        self,
+        init_value: float = 1.0,
+        kl_target: float = 0.01,
+        tolerance: float = 1.5,
+        factor: float = 2.0,
+        min_value: float = 1e-4,
+        max_value: float = 100.0,
+        horizon: int | None = None,
+    ) -> None:
+        if not 0.0 < min_value <= max_value:
+            raise ValueError(f"need 0 < min_value <= max_value, got {min_value}, {max_value}")
+        if kl_target <= 0 or tolerance <= 1.0 or factor <= 1.0:
+            raise ValueError("need kl_target > 0, tolerance > 1 and factor > 1")
+        if horizon is not None and horizon <= 0:
+            raise ValueError(f"horizon must be positive, got {horizon}")
+        self.kl_target = float(kl_target)
+        self.tolerance = float(tolerance)
+        self.factor = float(factor)
+        self.min_value = float(min_value)
+        self.max_value = float(max_value)
+        self.horizon = horizon
+        self.value = _clamp(float(init_value), self.min_value, self.max_value)
+
+    def update(self, kl: float | torch.Tensor, n_steps: int = 1) -> float:
+        """Adapt to one KL measurement and return the new beta. ``n_steps`` is used only by the horizon rule."""
+        kl = _as_float(kl)
+        if math.isnan(kl):
+            return self.value
+        if self.horizon is not None:
+            error = _clamp(kl / self.kl_target - 1.0, -0.2, 0.2)
+            self.value *= 1.0 + error * n_steps / self.horizon
+        elif kl > self.tolerance * self.kl_target:
+            self.value *= self.factor
+        elif kl < self.kl_target / self.tolerance:
+            self.value /= self.factor
+        self.value = _clamp(self.value, self.min_value, self.max_value)
+        return self.value
+
+
+class KLAdaptiveLR(_Stateful):
+    """KL-adaptive learning rate, optionally combined with linear annealing, written into an optimizer.
+
+    Adaptive rule as in rl_games (``AdaptiveScheduler``) and Brax PPO: ``kl > tolerance * kl_target`` ->
+    ``lr /= factor``; ``kl < kl_target / tolerance`` -> ``lr *= factor`` (tolerance 2, factor 1.5), clamped to
+    ``[min_lr, max_lr]``.
+
+    The two schedules are kept apart so they compose instead of fighting: the KL rule owns a ``multiplier`` on the
+    base LR, the annealing owns a factor ``linear_schedule(1, anneal_end, progress)``, and the LR written is
+    ``base_lr * multiplier * anneal_factor``. The ``[min_lr, max_lr]`` bounds apply to the adaptive part
+    (``base_lr * multiplier``), so annealing can still take the LR below ``min_lr`` towards ``anneal_end``.
+
+    Each param group keeps its own base LR (read from ``optimizer.param_groups`` at construction) and all are
+    scaled by the same factors, so layer-wise LR ratios survive; the bounds refer to the largest base LR.
+    Works with any object exposing ``param_groups`` (e.g. :class:`~aeon_trl.optim.lookahead.Lookahead`).
+    A tensor ``lr`` is updated in place, so compiled update steps that captured it see the change.
+
+    ``kl_target=None`` disables the KL rule (pure annealing); ``anneal_end=1.0`` disables annealing.
+    Do not also attach a ``torch.optim.lr_scheduler`` to the same optimizer: both would write ``lr``.
+    """
+
+    _state_keys = ("multiplier", "progress", "base_lrs")
+
+    def __init__(
+        self,
+        optimizer: Any,
+        kl_target: float | None = 0.008,
+        factor: float = 1.5,
+        tolerance: float = 2.0,
+        min_lr: float = 1e-6,
+        max_lr: float = 1e-2,
+        anneal_end: float = 1.0,
+    ) -> None:
+        if kl_target is not None and kl_target <= 0:
+            raise ValueError(f"kl_target must be positive or None, got {kl_target}")
+        if factor <= 1.0 or tolerance <= 1.0:
+            raise ValueError("need factor > 1 and tolerance > 1")
+        if not 0.0 < min_lr <= max_lr:
+            raise ValueError(f"need 0 < min_lr <= max_lr, got {min_lr}, {max_lr}")
+        self.optimizer = optimizer
+        self.kl_target = None if kl_target is None else float(kl_target)
+        self.factor = float(factor)
+        self.tolerance = float(tolerance)
+        self.min_lr = float(min_lr)
+        self.max_lr = float(max_lr)
+        self.anneal_end = float(anneal_end)
+        self.base_lrs = [_as_float(group["lr"]) for group in optimizer.param_groups]
+        self.multiplier = 1.0
+        self.progress = 0.0
+
+    @property
+    def anneal_factor(self) -> float:
+        return linear_schedule(1.0, self.anneal_end, self.progress)
+
+    @property
+    def lr(self) -> float:
+        """The LR of the first param group as this schedule sets it."""
+        return self.base_lrs[0] * self.multiplier * self.anneal_factor
+
+    def update(self, kl: float | torch.Tensor) -> float:
+        """Adapt the multiplier to one KL measurement, write the LRs, return the first group's LR."""
+        kl = _as_float(kl)
+        if self.kl_target is not None:
+            if kl > self.tolerance * self.kl_target:
+                self.multiplier /= self.factor
+            elif kl < self.kl_target / self.tolerance:
+                self.multiplier *= self.factor
+            reference = max(self.base_lrs)
+            self.multiplier = _clamp(self.multiplier, self.min_lr / reference, self.max_lr / reference)
+        return self.apply()
+
+    def anneal(self, progress: float) -> float:
+        """Set training progress in [0, 1], write the LRs, return the first group's LR."""
+        self.progress = _clamp(float(progress), 0.0, 1.0)
+        return self.apply()
+
+    def apply(self) -> float:
+        """Write ``base_lr * multiplier * anneal_factor`` into every param group (e.g. after loading a state)."""
+        scale = self.multiplier * self.anneal_factor
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(base_lr * scale)
+            else:
+                group["lr"] = base_lr * scale
+        return self.lr
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.apply()
+
+
+class EntropyAnnealing(_Stateful):
+    """Entropy bonus coefficient annealed linearly from ``start`` to ``end`` over training.
+
+    A large early bonus keeps the Gaussian policy exploring; decaying it lets the policy commit late in training
+    (the linear entropy-coefficient decay used e.g. in Andrychowicz et al. 2021, "What Matters in On-Policy RL").
+    The last progress seen is kept so that ``value()`` after a resume returns the coefficient in effect.
+    """
+
+    _state_keys = ("progress",)
+
+    def __init__(self, start: float, end: float) -> None:
+        self.start = float(start)
+        self.end = float(end)
+        self.progress = 0.0
+
+    def value(self, progress: float | None = None) -> float:
+        """Coefficient at ``progress`` in [0, 1] (clamped); ``None`` reuses the last progress."""
+        if progress is not None:
+            self.progress = _clamp(float(progress), 0.0, 1.0)
+        return linear_schedule(self.start, self.end, self.progress)
+
+
+class KLEarlyStop(_Stateful):
+    """Stop the epoch loop once approximate KL exceeds ``factor * kl_target``.
+
+    The early-stopping rule of OpenAI Spinning Up PPO and CleanRL (``target_kl``): once the policy has moved this
+    far from the data-collecting policy, further epochs on the same batch overfit it. A non-finite KL also stops,
+    since it means the update already diverged. ``kl_target=None`` disables the check.
+    """
+
+    _state_keys = ("num_stops",)
+
+    def __init__(self, kl_target: float | None, factor: float = 1.5) -> None:
+        if kl_target is not None and kl_target <= 0:
+            raise ValueError(f"kl_target must be positive or None, got {kl_target}")
+        self.kl_target = None if kl_target is None else float(kl_target)
+        self.factor = float(factor)
+        self.num_stops = 0  # diagnostic: how many epoch loops were cut short
+
+    def should_stop(self, kl: float | torch.Tensor) -> bool:
+        if self.kl_target is None:
+            return False
+        kl = _as_float(kl)
+        stop = not math.isfinite(kl) or kl > self.factor * self.kl_target
+        self.num_stops += int(stop)
+        return stop
