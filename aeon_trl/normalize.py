@@ -32,8 +32,8 @@ def adaptive_normalize(
     """``clip((state - mean) / sqrt(var + eps), -clip, clip)``, broadcasting ``mean``/``var`` over ``state``.
 
     Returns the type of ``state`` (NumPy in, NumPy out; tensor in, tensor out on the tensor's device) and keeps its
-    floating dtype; integer states (e.g. pixels) come back as float32 (NumPy) or torch's default dtype. ``mean``/``var`` may be
-    either type. Clipping bounds the input to the network when an observation is far outside what the statistics
+    floating dtype; integer states (e.g. pixels) come back as float32 (NumPy) or torch's default dtype.
+    ``mean``/``var`` may be either type. Clipping bounds the input to the network when an observation is far outside what the statistics
     have seen (early training, rare states); ``clip=None`` disables it. ``eps`` keeps constant features finite.
     """
     if isinstance(state, torch.Tensor):
