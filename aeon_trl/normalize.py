@@ -33,8 +33,9 @@ def adaptive_normalize(
 
     Returns the type of ``state`` (NumPy in, NumPy out; tensor in, tensor out on the tensor's device) and keeps its
     floating dtype; integer states (e.g. pixels) come back as float32 (NumPy) or torch's default dtype.
-    ``mean``/``var`` may be either type. Clipping bounds the input to the network when an observation is far outside what the statistics
-    have seen (early training, rare states); ``clip=None`` disables it. ``eps`` keeps constant features finite.
+    ``mean``/``var`` may be either type. Clipping bounds the input to the network when an observation is far
+    outside what the statistics have seen (early training, rare states); ``clip=None`` disables it. ``eps`` keeps
+    constant features finite.
     """
     if isinstance(state, torch.Tensor):
         dtype = state.dtype if state.dtype.is_floating_point else torch.get_default_dtype()
