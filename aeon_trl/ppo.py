@@ -1,0 +1,98 @@
+"""``AdvancedPPO``: the seed's one-line facade over config + env stack + trainer.
+
+    ppo = AdvancedPPO("HalfCheetah-v5", {"lr": 3e-4, "clip_range": 0.2})
+    ppo.train(total_timesteps=1_000_000)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tensordict import TensorDict
+from torchrl.envs import EnvBase, ExplorationType, GymWrapper, VecNormV2, set_exploration_type
+
+from aeon_trl.checkpoint import load_checkpoint
+from aeon_trl.config import Config, ConfigError
+from aeon_trl.envs import make_env
+from aeon_trl.trainer import Trainer
+
+
+def _config(config: Config | Mapping[str, Any] | None, **overrides) -> Config:
+    if isinstance(config, Config):
+        return Config.from_dict(overrides, base=config)
+    return Config.from_dict({**dict(config or {}), **overrides})
+
+
+class AdvancedPPO:
+    """PPO on a continuous-control env given as an id, a gymnasium env, or a TorchRL env."""
+
+    def __init__(self, env: str | gym.Env | EnvBase, config: Config | Mapping[str, Any] | None = None):
+        if isinstance(env, str):
+            self.config = _config(config, env_id=env)
+            self.trainer = Trainer(self.config)
+        elif isinstance(env, gym.Env):
+            if not isinstance(env.action_space, gym.spaces.Box):
+                raise ConfigError(f"the env has a {type(env.action_space).__name__} action space: aeon_trl's PPO "
+                                  "is for continuous actions only (a Box action space).")
+            # One instance cannot be replicated into a batch: train on it alone.
+            env_id = env.spec.id if env.spec is not None else "custom"
+            self.config = _config(config, num_envs=1, env_id=env_id)
+            self.trainer = Trainer(self.config, env=make_env(self.config, base_env=GymWrapper(env)))
+        elif isinstance(env, EnvBase):
+            num_envs = env.batch_size.numel() if env.batch_size else 1
+            self.config = _config(config, num_envs=num_envs)
+            self.trainer = Trainer(self.config, env=make_env(self.config, base_env=env))
+        else:
+            raise TypeError(f"env must be an env id, a gymnasium.Env or a torchrl EnvBase, got {type(env).__name__}")
+
+    def train(self, total_timesteps: int | None = None) -> dict:
+        """Train; returns episodes, best_reward, final_avg_reward, timesteps, wall_time, steps_per_second."""
+        return self.trainer.train(total_timesteps)
+
+    @torch.no_grad()
+    def get_action(self, state: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Action(s) for raw observation(s) ``[obs_dim]`` or ``[B, obs_dim]``, as numpy."""
+        obs = torch.as_tensor(np.asarray(state), dtype=torch.float32, device=self.trainer.device)
+        single = obs.ndim == 1
+        obs = self._normalize(obs.reshape(-1, obs.shape[-1]))
+        td = TensorDict({"observation": obs}, batch_size=obs.shape[:1])
+        mode = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+        with set_exploration_type(mode):
+            action = self.trainer.actor(td).get("action")
+        low, high = self.trainer.env.action_spec.space.low, self.trainer.env.action_spec.space.high
+        action = action.clamp(low.min().item(), high.max().item()).cpu().numpy()
+        return action[0] if single else action
+
+    def _normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        for t in self.trainer.env.transform:
+            if isinstance(t, VecNormV2) and t.initialized:
+                clip = self.config.env.obs_clip
+                return ((obs - t.loc["observation"].to(obs)) / t.scale["observation"].to(obs)).clamp(-clip, clip)
+        return obs
+
+    def evaluate(self, n_episodes: int = 10, deterministic: bool = True) -> dict:
+        returns = self.trainer.evaluate(n_episodes, deterministic=deterministic)
+        return {"mean_reward": float(np.mean(returns)), "std_reward": float(np.std(returns)),
+                "episode_returns": returns}
+
+    def save(self, path: str | Path) -> Path:
+        return self.trainer.save(path)
+
+    def load(self, path: str | Path) -> "AdvancedPPO":
+        self.trainer.load(path)
+        return self
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "AdvancedPPO":
+        """Rebuild the agent (env and config) a checkpoint was trained with, then load it."""
+        state = load_checkpoint(path)
+        cfg = Config.from_dict(state["config"])
+        agent = cls(cfg.env.env_id, cfg)
+        agent.trainer.load_state_dict(state)
+        return agent
+
+    def close(self) -> None:
+        self.trainer.close()

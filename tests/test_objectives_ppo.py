@@ -1,0 +1,127 @@
+"""AdvancedClipPPOLoss against a hand computation of every term."""
+import pytest
+import torch
+from tensordict import TensorDict
+
+from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
+from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
+
+OBS, ACT, B, K = 5, 3, 64, 4
+
+
+@pytest.fixture
+def setup():
+    torch.manual_seed(0)
+    net = AdaptiveActorCritic(OBS, ACT, hidden_sizes=[16, 16], num_critics=K, log_std_init=-0.5)
+    actor, critic = make_ppo_operators(net)
+    obs = torch.randn(B, OBS)
+    with torch.no_grad():
+        loc, scale = net.policy(obs)
+        # Behaviour policy = current policy shifted, so ratios differ from 1 and clipping is active.
+        old_loc = loc + 0.3 * torch.randn_like(loc)
+        action = old_loc + scale * torch.randn_like(loc)
+        old_lp = torch.distributions.Normal(old_loc, scale).log_prob(action).sum(-1)
+        _, _, heads = net.value(obs)
+        old_heads = heads + 0.5 * torch.randn_like(heads)
+    batch = TensorDict({
+        "observation": obs, "action": action, "action_log_prob": old_lp,
+        "advantage": torch.randn(B, 1), "value_target": torch.randn(B, 1) * 2,
+        "state_value_ensemble": old_heads, "state_value": old_heads.mean(-1, keepdim=True),
+    }, batch_size=[B])
+    return net, actor, critic, batch
+
+
+def reference(net, batch, eps, clip_value, ent_coef, critic_coef, kl_coef):
+    loc, scale = net.policy(batch["observation"])
+    dist = torch.distributions.Normal(loc, scale)
+    lp = dist.log_prob(batch["action"]).sum(-1)
+    ratio = (lp - batch["action_log_prob"]).exp()
+    adv = batch["advantage"].squeeze(-1)
+    objective = -torch.min(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv).mean()
+    entropy = dist.entropy().sum(-1).mean()
+    _, _, heads = net.value(batch["observation"])
+    target, old = batch["value_target"], batch["state_value_ensemble"]
+    unclipped = (heads - target) ** 2
+    clipped = (old + (heads - old).clamp(-clip_value, clip_value) - target) ** 2
+    critic = torch.max(unclipped, clipped).mean()
+    kl = ((ratio - 1) - ratio.log()).mean()
+    return {"loss_objective": objective, "loss_entropy": -ent_coef * entropy, "entropy": entropy,
+            "loss_critic": critic_coef * critic, "loss_kl": kl_coef * kl, "kl_approx": kl,
+            "clip_fraction": ((ratio < 1 - eps) | (ratio > 1 + eps)).float().mean()}
+
+
+def test_every_term_matches_hand_computation(setup):
+    net, actor, critic, batch = setup
+    loss = AdvancedClipPPOLoss(actor, critic, clip_epsilon=0.2, clip_value=0.3, entropy_coeff=0.01,
+                               critic_coeff=0.5, kl_coef=0.7, normalize_advantage=False, functional=False)
+    out = loss(batch)
+    ref = reference(net, batch, 0.2, 0.3, 0.01, 0.5, 0.7)
+    for key, value in ref.items():
+        torch.testing.assert_close(out[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    assert 0 < out["clip_fraction"] < 1, "the fixture should exercise clipping"
+    assert 0 < out["value_clip_fraction"] < 1, "the fixture should exercise value clipping"
+    assert -1 < out["explained_variance"] <= 1
+
+
+def test_gradients_match_hand_computation(setup):
+    net, actor, critic, batch = setup
+    loss = AdvancedClipPPOLoss(actor, critic, clip_epsilon=0.2, clip_value=0.3, entropy_coeff=0.01,
+                               kl_coef=0.7, normalize_advantage=False, functional=False)
+    out = loss(batch)
+    total = sum(out[k] for k in ("loss_objective", "loss_critic", "loss_entropy", "loss_kl"))
+    got = torch.autograd.grad(total, list(net.parameters()))
+    ref = reference(net, batch, 0.2, 0.3, 0.01, 0.5, 0.7)
+    ref_total = sum(ref[k] for k in ("loss_objective", "loss_critic", "loss_entropy", "loss_kl"))
+    want = torch.autograd.grad(ref_total, list(net.parameters()))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_schedulable_coefficients_change_the_loss_in_place(setup):
+    net, actor, critic, batch = setup
+    loss = AdvancedClipPPOLoss(actor, critic, clip_epsilon=0.2, clip_value=0.3, entropy_coeff=0.0,
+                               normalize_advantage=False, functional=False)
+    loss.clip_epsilon.fill_(0.05)
+    loss.entropy_coeff.fill_(0.02)
+    loss.kl_coef.fill_(2.0)
+    out = loss(batch)
+    ref = reference(net, batch, 0.05, 0.3, 0.02, 0.5, 2.0)
+    for key in ("loss_objective", "loss_entropy", "loss_kl", "clip_fraction"):
+        torch.testing.assert_close(out[key], ref[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_advantage_normalization_is_scale_and_shift_invariant(setup):
+    net, actor, critic, batch = setup
+    loss = AdvancedClipPPOLoss(actor, critic, normalize_advantage=True, functional=False)
+    a = loss(batch)["loss_objective"]
+    shifted = batch.clone()
+    shifted["advantage"] = 5 * batch["advantage"] + 3
+    torch.testing.assert_close(loss(shifted)["loss_objective"], a, rtol=1e-4, atol=1e-6)
+
+
+def test_without_value_clipping_the_critic_is_plain_mse_over_heads(setup):
+    net, actor, critic, batch = setup
+    loss = AdvancedClipPPOLoss(actor, critic, clip_value=None, critic_coeff=1.0, functional=False)
+    _, _, heads = net.value(batch["observation"])
+    torch.testing.assert_close(loss(batch)["loss_critic"], ((heads - batch["value_target"]) ** 2).mean())
+
+
+def test_keys_can_be_remapped(setup):
+    net, _, _, batch = setup
+    actor, critic = make_ppo_operators(net, observation_key="obs", value_ensemble_key="heads", value_key="v")
+    loss = AdvancedClipPPOLoss(actor, critic, clip_value=0.3, normalize_advantage=False, functional=False)
+    loss.set_keys(value_ensemble="heads", value="v", advantage="adv", value_target="ret")
+    renamed = TensorDict({"obs": batch["observation"], "action": batch["action"],
+                          "action_log_prob": batch["action_log_prob"], "adv": batch["advantage"],
+                          "ret": batch["value_target"], "heads": batch["state_value_ensemble"],
+                          "v": batch["state_value"]}, batch_size=[B])
+    out, ref = loss(renamed), reference(net, batch, 0.2, 0.3, 0.0, 0.5, 0.0)
+    torch.testing.assert_close(out["loss_critic"], ref["loss_critic"])
+    torch.testing.assert_close(out["loss_objective"], ref["loss_objective"])
+
+
+def test_missing_old_ensemble_values_is_a_clear_error(setup):
+    net, actor, critic, batch = setup
+    loss = AdvancedClipPPOLoss(actor, critic, clip_value=0.3, functional=False)
+    with pytest.raises(KeyError, match="state_value_ensemble"):
+        loss(batch.exclude("state_value_ensemble"))
