@@ -81,6 +81,9 @@ class Trainer:
         self.iteration = 0
         self.episode_returns: list[float] = []
         self.history: list[dict] = []  # one row of metrics per iteration
+        # Called with the network after each backward pass, before clipping: data-parallel
+        # training all-reduces gradients here without the loop knowing about torch.distributed.
+        self.gradient_hooks: list[Callable[[torch.nn.Module], None]] = []
 
     # ---- collection ---------------------------------------------------------------------
     @property
@@ -133,6 +136,8 @@ class Trainer:
                         "or check rewards/observations for extreme values.")
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
+                for hook in self.gradient_hooks:
+                    hook(self.net)
                 if cfg.optim.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.max_grad_norm)
                 self.optimizer.step()
