@@ -1,0 +1,237 @@
+"""aeon-benchmark: the learning, ablation and throughput benchmarks behind benchmarks/RESULTS.md.
+
+    aeon-benchmark learning   [--envs ...] [--seeds 0 1 2] [--timesteps 1000000] [--jobs 2]
+    aeon-benchmark ablation   [--envs HalfCheetah-v5] [--seeds 0] [--timesteps 1000000] [--jobs 2]
+    aeon-benchmark throughput [--repeats 3] [--timesteps 200000]
+
+Each training run is a separate ``aeon-train`` process (seed-parallel with ``--jobs``) writing its
+run folder under ``benchmarks/runs/``; the script aggregates their results.json into
+``benchmarks/<kind>.json``, per-env learning-curve PNGs, and regenerates ``benchmarks/RESULTS.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path("benchmarks")
+ENVS = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"]
+TARGETS = {"HalfCheetah-v5": 5000, "Hopper-v5": 3000, "Walker2d-v5": 4000}
+# Each row switches one addition away from the default (or on, where the default has it off).
+ABLATIONS = {
+    "default": [],
+    "no gating": ["gating=false"],
+    "no LayerNorm": ["layer_norm=false"],
+    "critic ensemble (4 heads)": ["num_critics=4"],
+    "Lookahead (k=5, alpha=0.5)": ["lookahead=true"],
+    "adaptive clip range": ["adaptive_clip=true"],
+    "KL-adaptive lr": ["adaptive_lr=true"],
+}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def train_run(name: str, overrides: list[str], jobs: int) -> dict:
+    """One aeon-train process; returns its results.json plus the whole-process wall time."""
+    run_dir = OUT / "runs" / name
+    threads = ["env_threads=1"] if jobs > 1 else []  # parallel runs share the cores
+    cmd = [sys.executable, "-m", "pipelines.train", *threads, *overrides, "progress=false", "--run-dir", str(run_dir)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"run {name} failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+    results = json.loads((run_dir / "results.json").read_text())
+    results["process_wall_time"] = wall
+    results["history"] = json.loads((run_dir / "history.json").read_text())
+    results.pop("config", None)
+    print(f"  {name}: eval {results['eval_mean']:.1f}, {results['steps_per_second']:.0f} steps/s", flush=True)
+    return results
+
+
+def run_grid(runs: dict[str, list[str]], jobs: int) -> dict[str, dict]:
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {name: pool.submit(train_run, name, ov, jobs) for name, ov in runs.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values))
+
+
+def plot_curves(env_id: str, runs: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in runs:
+        h = r["history"]
+        ax.plot([x["frames"] for x in h], [x["episode_return"] for x in h], label=f"seed {r['seed']}", alpha=0.8)
+    ax.axhline(TARGETS.get(env_id, np.nan), color="grey", ls="--", lw=1, label="target")
+    ax.set(xlabel="env steps", ylabel="training episode return", title=f"{env_id}: aeon_trl PPO, default config")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def learning(args) -> dict:
+    runs = {f"{env}-s{seed}": [f"env_id={env}", f"seed={seed}", f"total_timesteps={args.timesteps}", *args.overrides]
+            for env in args.envs for seed in args.seeds}
+    results = run_grid(runs, args.jobs)
+    rows = []
+    for env in args.envs:
+        per_seed = [results[f"{env}-s{seed}"] for seed in args.seeds]
+        plot_curves(env, per_seed, OUT / f"learning_{env}.png")
+        ret_mean, ret_std = mean_std([r["eval_mean"] for r in per_seed])
+        rows.append({"env": env, "return_mean": ret_mean, "return_std": ret_std,
+                     "per_seed": [round(r["eval_mean"], 1) for r in per_seed], "target": TARGETS.get(env),
+                     "steps_per_second": statistics.median(r["steps_per_second"] for r in per_seed),
+                     "wall_time": statistics.median(r["process_wall_time"] for r in per_seed)})
+    return {"rows": rows}
+
+
+def ablation(args) -> dict:
+    rows = []
+    for env in args.envs:
+        runs = {f"abl-{env}-{label}-s{seed}".replace(" ", "_").replace("(", "").replace(")", "").replace(",", ""):
+                [f"env_id={env}", f"seed={seed}", f"total_timesteps={args.timesteps}", *ov, *args.overrides]
+                for label, ov in ABLATIONS.items() for seed in args.seeds}
+        results = list(run_grid(runs, args.jobs).values())
+        for i, (label, ov) in enumerate(ABLATIONS.items()):
+            per_seed = results[i * len(args.seeds):(i + 1) * len(args.seeds)]
+            ret_mean, ret_std = mean_std([r["eval_mean"] for r in per_seed])
+            rows.append({"env": env, "variant": label, "overrides": " ".join(ov) or "-", "return_mean": ret_mean,
+                         "return_std": ret_std, "per_seed": [round(r["eval_mean"], 1) for r in per_seed],
+                         "steps_per_second": statistics.median(r["steps_per_second"] for r in per_seed)})
+    return {"rows": rows}
+
+
+def raw_env_rates(seconds: float = 3.0) -> dict:
+    """Random-action step rates of the bare simulators, for the ratio to full training."""
+    import gymnasium as gym
+    env = gym.make("HalfCheetah-v5")
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (10_000, 6)).astype(np.float32)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, _, term, trunc, _ = env.step(actions[n % len(actions)])
+        if term or trunc:
+            env.reset()
+        n += 1
+    rates = {"gymnasium HalfCheetah-v5, 1 env": n / (time.perf_counter() - start)}
+    import envpool
+    pool = envpool.make("HalfCheetah-v5", env_type="gymnasium", num_envs=64, num_threads=2, seed=0)
+    pool.reset()
+    batch = np.random.default_rng(0).uniform(-1, 1, (64, 6))
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        pool.step(batch)
+        n += 64
+    rates["envpool HalfCheetah-v5, 64 envs, 2 threads"] = n / (time.perf_counter() - start)
+    return rates
+
+
+def throughput(args) -> dict:
+    rates = [raw_env_rates() for _ in range(args.repeats)]
+    raw = {k: statistics.median(r[k] for r in rates) for k in rates[0]}
+    runs = [train_run(f"throughput-{i}", [f"total_timesteps={args.timesteps}", "eval_episodes=0", *args.overrides], 1)
+            for i in range(args.repeats)]
+    train_sps = [r["steps_per_second"] for r in runs]
+    process_sps = [r["timesteps"] / r["process_wall_time"] for r in runs]
+    collect = [statistics.median(h["collect_fps"] for h in r["history"]) for r in runs]
+    return {"raw_env_steps_per_second": raw, "train_steps_per_second": train_sps,
+            "train_steps_per_second_median": statistics.median(train_sps),
+            "process_steps_per_second_median": statistics.median(process_sps),
+            "collect_frames_per_second_median": statistics.median(collect), "timesteps": args.timesteps}
+
+
+def write_results_md() -> None:
+    """Regenerate RESULTS.md from every benchmarks/<kind>.json present."""
+    parts = ["# Benchmark results", "", "Regenerated by `pipelines/benchmark.py` from `benchmarks/<kind>.json`. "
+             "Returns are the mean over seeds of each run's final 10-episode deterministic evaluation.", ""]
+    for kind in ("learning", "ablation", "throughput"):
+        path = OUT / f"{kind}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        parts += [f"## {kind.capitalize()}", "", f"- command: `{data['command']}`", f"- machine: {data['machine']}",
+                  f"- date: {data['date']}", ""]
+        if kind == "learning":
+            parts += ["| env | return (mean ± std over seeds) | per seed | target | steps/s (median) | wall time/run |",
+                      "|---|---|---|---|---|---|"]
+            for r in data["rows"]:
+                parts.append(f"| {r['env']} | {r['return_mean']:.0f} ± {r['return_std']:.0f} | {r['per_seed']} | "
+                             f"{r['target']} | {r['steps_per_second']:.0f} | {r['wall_time']:.0f} s |")
+            parts += [""] + [f"![{r['env']}](learning_{r['env']}.png)" for r in data["rows"]]
+        elif kind == "ablation":
+            parts += ["| env | variant | overrides | return (mean ± std) | per seed | steps/s |", "|---|---|---|---|---|---|"]
+            for r in data["rows"]:
+                parts.append(f"| {r['env']} | {r['variant']} | `{r['overrides']}` | {r['return_mean']:.0f} ± "
+                             f"{r['return_std']:.0f} | {r['per_seed']} | {r['steps_per_second']:.0f} |")
+        else:
+            parts += ["| measurement | value |", "|---|---|"]
+            for name, rate in data["raw_env_steps_per_second"].items():
+                parts.append(f"| raw random-action steps/s, {name} | {rate:,.0f} |")
+            parts += [f"| collection frames/s with the policy (median) | {data['collect_frames_per_second_median']:,.0f} |",
+                      f"| full PPO training steps/s, training loop (median of {len(data['train_steps_per_second'])}) | "
+                      f"{data['train_steps_per_second_median']:,.0f} |",
+                      f"| full PPO training steps/s, whole process incl. start-up | "
+                      f"{data['process_steps_per_second_median']:,.0f} |",
+                      f"| runs (training-loop steps/s) | {[round(x) for x in data['train_steps_per_second']]} |"]
+        parts.append("")
+    extra = OUT / "NOTES.md"
+    if extra.exists():
+        parts += [extra.read_text()]
+    (OUT / "RESULTS.md").write_text("\n".join(parts))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="aeon-benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=["learning", "ablation", "throughput", "report"])
+    parser.add_argument("overrides", nargs="*", help="config overrides applied to every run")
+    parser.add_argument("--envs", nargs="+", default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--timesteps", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    OUT.mkdir(exist_ok=True)
+    if args.kind != "report":
+        defaults = {"learning": (ENVS, [0, 1, 2], 1_000_000), "ablation": (["HalfCheetah-v5"], [0], 1_000_000),
+                    "throughput": (["HalfCheetah-v5"], [0], 200_000)}[args.kind]
+        args.envs, args.seeds = args.envs or defaults[0], args.seeds or defaults[1]
+        args.timesteps = args.timesteps or defaults[2]
+        data = {"learning": learning, "ablation": ablation, "throughput": throughput}[args.kind](args)
+        data.update(command="python -m pipelines.benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
+                    machine=machine(), date=time.strftime("%Y-%m-%d"))
+        (OUT / f"{args.kind}.json").write_text(json.dumps(data, indent=2))
+    write_results_md()
+    print((OUT / "RESULTS.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
