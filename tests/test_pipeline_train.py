@@ -1,0 +1,98 @@
+"""aeon-train end to end on a tiny budget: run folder contents, resume, and exit codes for bad input."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from aeon_trl.checkpoint import load_checkpoint
+from aeon_trl.config import Config
+from pipelines.train import main
+
+TINY = ["env_id=InvertedPendulum-v5", "env_backend=envpool", "num_envs=4", "steps_per_env=32", "batch_size=64",
+        "epochs=2", "total_timesteps=256", "eval_episodes=2", "progress=false", "checkpoint_every=1", "seed=5"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main([*TINY, "--run-dir", str(path)]) == 0
+    return path
+
+
+def test_run_writes_the_run_folder(run_dir, capsys):
+    for name in ("config.yaml", "checkpoint.pt", "results.json", "history.json", "learning_curve.png"):
+        assert (run_dir / name).is_file(), name
+    assert Config.load(run_dir / "config.yaml") == Config().with_overrides(TINY)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["timesteps"] == 256 and results["env_id"] == "InvertedPendulum-v5" and results["seed"] == 5
+    assert len(results["eval_returns"]) == 2 and all(1 <= r <= 1000 for r in results["eval_returns"])
+    assert results["eval_mean"] == pytest.approx(np.mean(results["eval_returns"]))
+    assert Config.from_dict(results["config"]) == Config().with_overrides(TINY)
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["frames"] for h in history] == [128, 256]
+    assert (run_dir / "learning_curve.png").read_bytes()[:8] == PNG
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["counters"] == {"frames": 256, "iteration": 2}
+    # CSV logs (TorchRL's CSVLogger) somewhere under the run folder, one row per iteration.
+    csvs = {p.stem: p for p in run_dir.rglob("*.csv")}
+    assert {"loss_objective", "loss_critic", "kl_approx", "lr", "steps_per_second"} <= set(csvs)
+    rows = list(csv.reader(csvs["loss_objective"].open()))
+    assert len(rows) == 2 and all(np.isfinite(float(r[-1])) for r in rows)
+
+
+def test_resume_continues_from_the_saved_frames(run_dir, tmp_path, capsys):
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run_dir, resumed)
+    before = json.loads((resumed / "history.json").read_text())
+    assert main(["--resume", str(resumed), "total_timesteps=512"]) == 0
+    results = json.loads((resumed / "results.json").read_text())
+    assert results["timesteps"] == 512
+    history = json.loads((resumed / "history.json").read_text())
+    assert [h["frames"] for h in history] == [128, 256, 384, 512]  # continued, not restarted
+    assert history[:2] == before
+    assert load_checkpoint(resumed / "checkpoint.pt")["counters"] == {"frames": 512, "iteration": 4}
+    assert Config.load(resumed / "config.yaml").train.total_timesteps == 512
+    assert "512 steps" in capsys.readouterr().out
+
+
+def test_unknown_key_exits_2_with_a_hint(tmp_path, capsys):
+    assert main(["learnign_rate=1e-3", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'learnign_rate'" in err and "Did you mean 'lr'?" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_out_of_range_value_exits_2(tmp_path, capsys):
+    assert main(["gamma=1.5", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "gamma=1.5 is out of range" in capsys.readouterr().err
+
+
+def test_unknown_env_id_exits_2(tmp_path, capsys):
+    assert main(["env_id=HalfCheeta-v5", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "Did you mean 'HalfCheetah-v5'?" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_on_resume_exits_1(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(np.random.default_rng(1).bytes(2048))
+    assert main(["--resume", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("aeon-train: error: checkpoint") and "corrupt, truncated" in err
+
+
+def test_resume_without_a_checkpoint_exits_1(tmp_path, capsys):
+    assert main(["--resume", str(tmp_path / "nothing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.xfail(strict=True, reason="pipelines/train.py main() formats results['eval_mean'] with :.1f, which is "
+                   "None when eval_episodes=0: TypeError after a successful run")
+def test_run_without_evaluation(tmp_path):
+    overrides = [o for o in TINY if not o.startswith(("eval_episodes", "total_timesteps"))]
+    assert main([*overrides, "eval_episodes=0", "total_timesteps=128", "--run-dir", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["eval_returns"] == []

@@ -1,0 +1,178 @@
+"""Trainer: non-finite rewards/observations/losses stop training cleanly, checkpoints resume the full
+state, evaluation returns finite per-episode returns."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torchrl.envs import GymWrapper, VecNormV2
+
+from aeon_trl.checkpoint import load_checkpoint
+from aeon_trl.config import Config
+from aeon_trl.envs import make_env
+from aeon_trl.ppo import AdvancedPPO
+from aeon_trl.trainer import NonFiniteError, Trainer
+from aeon_trl.transforms.reward import ReturnScaling
+
+
+class _PoisonAfter(gym.Wrapper):
+    """Pendulum whose reward (or observation) becomes ``value`` from env step ``k`` on."""
+
+    def __init__(self, env, k, value, where="reward"):
+        super().__init__(env)
+        self.k, self.value, self.where, self.t = k, value, where, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.t += 1
+        if self.t > self.k:
+            if self.where == "reward":
+                reward = self.value
+            else:
+                obs = np.full_like(obs, self.value)
+        return obs, reward, terminated, truncated, info
+
+
+SINGLE = {"steps_per_env": 32, "batch_size": 32, "epochs": 1, "total_timesteps": 128, "eval_episodes": 0,
+          "progress": False}
+
+
+# A NaN observation makes the policy's next action (hence the next reward) NaN too, so it is put on the
+# batch's last step (step 64) to check that observations are checked on their own.
+@pytest.mark.parametrize("where, k", [("reward", 40), ("observation", 63)])
+def test_nan_from_the_env_raises_non_finite_error(where, k):
+    agent = AdvancedPPO(_PoisonAfter(gym.make("Pendulum-v1"), k=k, value=float("nan"), where=where), SINGLE)
+    try:
+        with pytest.raises(NonFiniteError, match=rf"NaN/inf in \('next', '{where}'\).*last checkpoint is unchanged"):
+            agent.train()
+        assert agent.trainer.frames == 32  # the first (clean) batch was trained on, the second was refused
+    finally:
+        agent.close()
+
+
+def _flat_params(trainer):
+    return {k: v.detach().clone() for k, v in trainer.net.state_dict().items()}
+
+
+def test_non_finite_loss_stops_before_the_optimizer_step(tmp_path):
+    # Rewards of 1e38 are finite in float32, so they pass the env check; GAE sums them into inf
+    # advantages/value targets, so the loss is non-finite. The second batch (steps 64..127) holds them,
+    # and with one minibatch per epoch that minibatch is the first update of that iteration.
+    cfg = Config.from_dict({"env_id": "Pendulum-v1", "num_envs": 1, "steps_per_env": 64, "batch_size": 64,
+                            "epochs": 2, "total_timesteps": 256, "norm_reward": False, "progress": False})
+    env = make_env(cfg, base_env=GymWrapper(_PoisonAfter(gym.make("Pendulum-v1"), k=64, value=1e38)))
+    trainer = Trainer(cfg, env=env)
+    path = tmp_path / "checkpoint.pt"
+    saved = {}
+
+    def checkpoint(tr, metrics):
+        tr.save(path)
+        saved["params"] = _flat_params(tr)
+        saved["adam_steps"] = [s["step"].clone() for s in tr.optimizer.state_dict()["state"].values()]
+
+    try:
+        with pytest.raises(NonFiniteError, match=r"PPO loss became (nan|inf) at iteration 1 .*before the optimizer"):
+            trainer.train(on_iteration=checkpoint)
+        assert trainer.iteration == 1 and trainer.frames == 64
+        params = _flat_params(trainer)
+        assert all(torch.equal(params[k], saved["params"][k]) for k in params)  # no step on the bad loss
+        assert all(torch.isfinite(v).all() for v in params.values())
+        steps = [s["step"] for s in trainer.optimizer.state_dict()["state"].values()]
+        assert all(torch.equal(a, b) for a, b in zip(steps, saved["adam_steps"]))
+    finally:
+        trainer.close()
+    # The last checkpoint, written before the failure, is intact and loads into a fresh trainer.
+    state = load_checkpoint(path)
+    assert state["counters"] == {"frames": 64, "iteration": 1}
+    fresh = Trainer(cfg, env=make_env(cfg, base_env=GymWrapper(gym.make("Pendulum-v1"))))
+    try:
+        fresh.load(path)
+        assert all(torch.equal(v, saved["params"][k]) for k, v in fresh.net.state_dict().items())
+    finally:
+        fresh.close()
+
+
+TINY = {"env_id": "InvertedPendulum-v5", "env_backend": "envpool", "num_envs": 4, "steps_per_env": 32,
+        "batch_size": 64, "epochs": 2, "total_timesteps": 256, "progress": False, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    trainer = Trainer(Config.from_dict(TINY))
+    trainer.train()
+    path = trainer.save(tmp_path_factory.mktemp("ck") / "checkpoint.pt")
+    yield trainer, path
+    trainer.close()
+
+
+def _norm_stats(trainer):
+    vecnorm = next(t for t in trainer.env.transform if isinstance(t, VecNormV2))
+    scaling = next(t for t in trainer.env.transform if isinstance(t, ReturnScaling))
+    return {"loc": vecnorm.loc["observation"], "scale": vecnorm.scale["observation"],
+            "count": vecnorm._count["observation"], **{k: v for k, v in scaling.state_dict().items()}}
+
+
+def _assert_nested_equal(a, b):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _assert_nested_equal(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_nested_equal(x, y)
+    else:
+        assert a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
+
+
+def test_checkpoint_restores_the_whole_training_state(trained):
+    source, path = trained
+    assert source.frames == 256 and source.iteration == 2 and len(source.history) == 2
+    target = Trainer(Config.from_dict(TINY))
+    try:
+        before = _flat_params(target)
+        target.load(path)
+        assert any(not torch.equal(before[k], v) for k, v in _flat_params(target).items())  # load changed them
+        _assert_nested_equal(target.net.state_dict(), source.net.state_dict())
+        opt_t, opt_s = target.optimizer.state_dict(), source.optimizer.state_dict()
+        _assert_nested_equal(opt_t["state"], opt_s["state"])
+        assert [g["lr"] for g in opt_t["param_groups"]] == [g["lr"] for g in opt_s["param_groups"]]
+        assert opt_s["state"] and all(s["step"].item() > 0 for s in opt_s["state"].values())
+        assert (target.frames, target.iteration) == (source.frames, source.iteration)
+        assert target.episode_returns == source.episode_returns
+        _assert_nested_equal(target.history, source.history)
+        stats_t, stats_s = _norm_stats(target), _norm_stats(source)
+        assert stats_s["count"].item() > 0 and stats_s["count"].item() == stats_t["count"].item()
+        _assert_nested_equal(stats_t, stats_s)
+        _assert_nested_equal(target.lr_schedule.state_dict(), source.lr_schedule.state_dict())
+        assert target.loss.clip_epsilon.item() == source.loss.clip_epsilon.item()
+    finally:
+        target.close()
+
+
+def test_state_dict_survives_a_save_load_save_cycle(trained, tmp_path):
+    source, path = trained
+    target = Trainer(Config.from_dict(TINY))
+    try:
+        target.load(path)
+        again = load_checkpoint(target.save(tmp_path / "again.pt"))
+    finally:
+        target.close()
+    original = load_checkpoint(path)
+    for key in ("config", "dims", "net", "optimizer", "normalization", "counters", "episode_returns", "history"):
+        _assert_nested_equal(again[key], original[key])
+
+
+def test_evaluate_returns_n_finite_returns_without_touching_training_stats(trained):
+    trainer, _ = trained
+    stats = {k: v.clone() for k, v in _norm_stats(trainer).items()}
+    returns = trainer.evaluate(3)
+    assert len(returns) == 3 and all(math.isfinite(r) for r in returns)
+    # InvertedPendulum pays +1 per step and stops within 1000 steps.
+    assert all(1 <= r <= 1000 and float(r).is_integer() for r in returns)
+    _assert_nested_equal(_norm_stats(trainer), stats)  # evaluation used a frozen copy
+    assert trainer.evaluate(0) == []
