@@ -108,7 +108,6 @@ ALIASES = {
     "weight_decay": "wd",
     "n_epochs": "epochs",
     "update_epochs": "epochs",
-    "env": "env_id",
     "n_envs": "num_envs",
     "n_steps": "steps_per_env",
     "num_steps": "steps_per_env",
@@ -272,6 +271,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
                 return value.lower() in ("true", "1", "yes")
             if isinstance(value, (bool, int)) and value in (0, 1):
                 return bool(value)
+            raise TypeError
+        if isinstance(value, bool):  # a bool is an int to Python, never a number here
             raise TypeError
         if isinstance(default, int):
             if isinstance(value, float) and not value.is_integer():

@@ -10,12 +10,13 @@ unclipped Gaussian sample is what the loss sees, the env gets the clipped one).
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 
 import gymnasium as gym
 import numpy as np
 import torch
-from torchrl.envs import (ClipTransform, Compose, DoubleToFloat, EnvBase, GymEnv, RewardSum,
+from torchrl.envs import (ClipTransform, Compose, DoubleToFloat, EnvBase, GymEnv, RewardSum, SerialEnv,
                           TransformedEnv, VecNormV2)
 
 from aeon_trl.config import Config, ConfigError
@@ -51,7 +52,9 @@ def resolve_backend(cfg: Config) -> str:
     return "envpool" if envpool_supports(cfg.env.env_id) else "gymnasium"
 
 
-def make_base_env(cfg: Config, num_envs: int, seed: int) -> EnvBase:
+def make_base_env(cfg: Config, num_envs: int, seed: int, serial: bool = False) -> EnvBase:
+    """``serial`` steps gymnasium envs in this process (``SerialEnv``) instead of gymnasium's
+    subprocess vector env, whose start-up (seconds per env) dominates short uses such as evaluation."""
     env_id = cfg.env.env_id
     check_env_id(env_id)
     if resolve_backend(cfg) == "envpool":
@@ -60,7 +63,10 @@ def make_base_env(cfg: Config, num_envs: int, seed: int) -> EnvBase:
         return EnvPoolEnv(env_id, num_envs, seed=seed, num_threads=min(threads, num_envs),
                           max_episode_steps=cfg.env.max_episode_steps or None)
     kwargs = {"max_episode_steps": cfg.env.max_episode_steps} if cfg.env.max_episode_steps else {}
-    env = GymEnv(env_id, num_envs=num_envs, **kwargs) if num_envs > 1 else GymEnv(env_id, **kwargs)
+    if serial:
+        env = SerialEnv(num_envs, functools.partial(GymEnv, env_id, **kwargs))
+    else:
+        env = GymEnv(env_id, num_envs=num_envs, **kwargs) if num_envs > 1 else GymEnv(env_id, **kwargs)
     env.set_seed(seed)
     return env
 
@@ -80,7 +86,9 @@ def make_env(cfg: Config, num_envs: int | None = None, seed: int | None = None,
     if base.observation_spec["observation"].dtype == torch.float64:
         transforms.append(DoubleToFloat(in_keys=["observation"]))
     if cfg.env.norm_obs:
-        transforms += [VecNormV2(in_keys=["observation"], decay=0.99999, eps=1e-8, reduce_batch_dims=True),
+        # decay=1.0 (all-time mean/var, as SB3's VecNormalize): with decay < 1, torchrl 0.14.1's bias
+        # correction makes the early scale ~sqrt(E[x^2]) instead of the std (67x off for Hopper's height).
+        transforms += [VecNormV2(in_keys=["observation"], decay=1.0, eps=1e-8, reduce_batch_dims=True),
                        ClipTransform(in_keys=["observation"], low=-cfg.env.obs_clip, high=cfg.env.obs_clip)]
     if cfg.env.norm_reward:
         transforms.append(ReturnScaling(gamma=cfg.ppo.gamma))

@@ -5,14 +5,15 @@
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import gymnasium as gym
 import numpy as np
 import torch
 from tensordict import TensorDict
-from torchrl.envs import EnvBase, ExplorationType, GymWrapper, VecNormV2, set_exploration_type
+from torchrl.envs import EnvBase, ExplorationType, GymWrapper, SerialEnv, VecNormV2, set_exploration_type
 
 from aeon_trl.checkpoint import load_checkpoint
 from aeon_trl.config import Config, ConfigError
@@ -20,33 +21,61 @@ from aeon_trl.envs import make_env
 from aeon_trl.trainer import Trainer
 
 
-def _config(config: Config | Mapping[str, Any] | None, **overrides) -> Config:
-    if isinstance(config, Config):
-        return Config.from_dict(overrides, base=config)
-    return Config.from_dict({**dict(config or {}), **overrides})
+def _config(config: Config | Mapping[str, Any] | None, **forced) -> Config:
+    """The user's config with ``forced`` keys. When ``num_envs`` is forced, the rollout is lengthened
+    so the on-policy batch keeps its size (unless a dict config sets ``steps_per_env`` itself)."""
+    cfg = config if isinstance(config, Config) else Config.from_dict(config or {})
+    user_keys = set() if isinstance(config, Config) else set(config or {})
+    if "num_envs" in forced and not ({"steps_per_env", "n_steps", "num_steps"} & user_keys):
+        forced = {**forced, "steps_per_env": max(1, cfg.frames_per_batch // forced["num_envs"])}
+    return Config.from_dict(forced, base=cfg)
+
+
+def _serial(make_one: Callable[[], EnvBase]) -> Callable[[int, int], EnvBase]:
+    """An eval-env factory that steps ``n`` fresh copies of an env in this process."""
+    def build(num_envs: int, seed: int) -> EnvBase:
+        env = SerialEnv(num_envs, make_one)
+        env.set_seed(seed)
+        return env
+    return build
 
 
 class AdvancedPPO:
-    """PPO on a continuous-control env given as an id, a gymnasium env, or a TorchRL env."""
+    """PPO on a continuous-control env given as an id, a gymnasium env, or a TorchRL env.
 
-    def __init__(self, env: str | gym.Env | EnvBase, config: Config | Mapping[str, Any] | None = None):
+    Evaluation runs on fresh copies of the env: rebuilt from the id, from the gymnasium env's
+    spec (wrappers included), from the TorchRL env's constructor arguments, or by ``eval_env_fn()``.
+    """
+
+    def __init__(self, env: str | gym.Env | EnvBase, config: Config | Mapping[str, Any] | None = None,
+                 eval_env_fn: Callable[[], EnvBase] | None = None):
+        make_eval = _serial(eval_env_fn) if eval_env_fn is not None else None
         if isinstance(env, str):
             self.config = _config(config, env_id=env)
-            self.trainer = Trainer(self.config)
-        elif isinstance(env, gym.Env):
+            self.trainer = Trainer(self.config, eval_env_fn=make_eval)
+            return
+        if isinstance(env, gym.Env):
             if not isinstance(env.action_space, gym.spaces.Box):
                 raise ConfigError(f"the env has a {type(env.action_space).__name__} action space: aeon_trl's PPO "
                                   "is for continuous actions only (a Box action space).")
             # One instance cannot be replicated into a batch: train on it alone.
-            env_id = env.spec.id if env.spec is not None else "custom"
-            self.config = _config(config, num_envs=1, env_id=env_id)
-            self.trainer = Trainer(self.config, env=make_env(self.config, base_env=GymWrapper(env)))
+            self.config = _config(config, num_envs=1, env_id=env.spec.id if env.spec else "custom")
+            if make_eval is None and env.spec is not None:
+                make_eval = _serial(lambda: GymWrapper(gym.make(env.spec)))
+            base = GymWrapper(env)
         elif isinstance(env, EnvBase):
-            num_envs = env.batch_size.numel() if env.batch_size else 1
-            self.config = _config(config, num_envs=num_envs)
-            self.trainer = Trainer(self.config, env=make_env(self.config, base_env=env))
+            kwargs = getattr(env, "_constructor_kwargs", {})
+            env_id = kwargs.get("env_name")
+            forced = {"num_envs": env.batch_size.numel() if env.batch_size else 1}
+            self.config = _config(config, **forced, **({"env_id": env_id} if isinstance(env_id, str) else {}))
+            if make_eval is None and kwargs:
+                make_eval = _serial(functools.partial(type(env), **kwargs))
+            base = env
         else:
             raise TypeError(f"env must be an env id, a gymnasium.Env or a torchrl EnvBase, got {type(env).__name__}")
+        if make_eval is None:
+            make_eval = _no_eval_env
+        self.trainer = Trainer(self.config, env=make_env(self.config, base_env=base), eval_env_fn=make_eval)
 
     def train(self, total_timesteps: int | None = None) -> dict:
         """Train; returns episodes, best_reward, final_avg_reward, timesteps, wall_time, steps_per_second."""
@@ -96,3 +125,8 @@ class AdvancedPPO:
 
     def close(self) -> None:
         self.trainer.close()
+
+
+def _no_eval_env(num_envs: int, seed: int) -> EnvBase:
+    raise ConfigError("this env cannot be rebuilt for evaluation: pass AdvancedPPO(env, config, "
+                      "eval_env_fn=<callable returning a fresh copy of the env>)")

@@ -5,6 +5,7 @@ statistics, schedules, RNG states, counters, episode history) is in ``state_dict
 """
 from __future__ import annotations
 
+import functools
 import random
 import time
 from pathlib import Path
@@ -15,12 +16,12 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, ReplayBuffer, SamplerWithoutReplacement
-from torchrl.envs import ExplorationType, TransformedEnv, set_exploration_type
+from torchrl.envs import EnvBase, ExplorationType, TransformedEnv, set_exploration_type
 from torchrl.objectives.value import GAE
 
 from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from aeon_trl.config import Config
-from aeon_trl.envs import env_dims, load_normalization_state, make_env, normalization_state
+from aeon_trl.envs import env_dims, load_normalization_state, make_base_env, make_env, normalization_state
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.optim.build import build_optimizer
@@ -50,8 +51,12 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """Owns the env, networks, loss, optimizer and schedules of one PPO run."""
 
-    def __init__(self, cfg: Config, env: TransformedEnv | None = None):
+    def __init__(self, cfg: Config, env: TransformedEnv | None = None,
+                 eval_env_fn: Callable[[int, int], EnvBase] | None = None):
+        """``eval_env_fn(num_envs, seed)`` builds the *base* env for evaluation (default: from the
+        config's env id); it is wrapped in the same transforms as training."""
         self.cfg = cfg
+        self.eval_env_fn = eval_env_fn or functools.partial(make_base_env, cfg, serial=True)
         if cfg.train.torch_threads:
             torch.set_num_threads(cfg.train.torch_threads)
         seed_everything(cfg.train.seed)
@@ -98,7 +103,7 @@ class Trainer:
     def collect(self) -> TensorDictBase:
         self.collector
         batch = next(self._batches)
-        for key in (("next", "reward"), ("next", "observation")):
+        for key in (("next", "observation"), ("next", "reward")):  # a NaN obs makes a NaN reward
             if not torch.isfinite(batch.get(key)).all():
                 raise NonFiniteError(f"the env returned NaN/inf in {key}; check the env or its reward wrapper. "
                                      "Training stopped; the last checkpoint is unchanged.")
@@ -203,7 +208,7 @@ class Trainer:
         if n_episodes <= 0:
             return []
         eval_seed = self.cfg.train.seed + 1_000_003 if seed is None else seed
-        env = make_env(self.cfg, num_envs=n_episodes, seed=eval_seed)
+        env = make_env(self.cfg, num_envs=n_episodes, base_env=self.eval_env_fn(n_episodes, eval_seed))
         try:
             load_normalization_state(env, normalization_state(self.env), freeze=True)
             max_steps = _episode_limit(self.cfg.env.env_id, self.cfg.env.max_episode_steps)

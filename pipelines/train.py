@@ -83,9 +83,9 @@ def run(cfg: Config, run_dir: Path, resume_state: dict | None = None) -> dict:
     """Train, checkpoint, evaluate, plot; returns the results written to results.json."""
     from tqdm import tqdm
 
+    trainer = Trainer(cfg)  # first: a bad env id must not leave an empty run folder behind
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.yaml")
-    trainer = Trainer(cfg)
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
     logger = make_logger(cfg, run_dir)
@@ -130,9 +130,10 @@ def main(argv=None) -> int:
     except (ConfigError, CheckpointError, NonFiniteError) as exc:
         print(f"aeon-train: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
+    evaluation = (f"; final evaluation return {results['eval_mean']:.1f} ± {results['eval_std']:.1f} over "
+                  f"{len(results['eval_returns'])} episodes") if results["eval_returns"] else ""
     print(f"{cfg.env.env_id}: {results['timesteps']} steps in {results['wall_time']:.0f} s "
-          f"({results['steps_per_second']:.0f} steps/s); final evaluation return "
-          f"{results['eval_mean']:.1f} ± {results['eval_std']:.1f} over {len(results['eval_returns'])} episodes")
+          f"({results['steps_per_second']:.0f} steps/s){evaluation}")
     print(f"run folder: {run_dir} (results.json, learning_curve.png, checkpoint.pt)")
     return 0
 

@@ -106,10 +106,6 @@ def test_obs_norm_output_is_the_clipped_standardized_observation(obs_norm_runs):
     torch.testing.assert_close(r["normed"]["next", "observation"][:, -1], expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="torchrl 0.14.1 VecNormV2 with decay<1 bias-corrects the variance wrongly: "
-                   "it returns E[x^2] - bc*mean^2 instead of E[x^2] - mean^2 (bc = 1 - decay**count), so early in "
-                   "training the scale is ~sqrt(E[x^2]), not the std (70x too large for Hopper's height). "
-                   "aeon_trl/envs.py uses decay=0.99999; decay=1.0 gives the exact running std.")
 def test_obs_norm_scale_is_the_std_of_the_raw_observations(obs_norm_runs):
     r = obs_norm_runs
     torch.testing.assert_close(r["scale"].double(), r["seen"].std(0, correction=0), rtol=0.02, atol=1e-4)

@@ -90,8 +90,6 @@ def test_resume_without_a_checkpoint_exits_1(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason="pipelines/train.py main() formats results['eval_mean'] with :.1f, which is "
-                   "None when eval_episodes=0: TypeError after a successful run")
 def test_run_without_evaluation(tmp_path):
     overrides = [o for o in TINY if not o.startswith(("eval_episodes", "total_timesteps"))]
     assert main([*overrides, "eval_episodes=0", "total_timesteps=128", "--run-dir", str(tmp_path / "r")]) == 0

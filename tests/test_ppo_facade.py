@@ -77,9 +77,6 @@ def test_torchrl_env_instance():
         a.close()
 
 
-@pytest.mark.xfail(strict=True, reason="aeon_trl/ppo.py: the EnvBase branch keeps the config's env_id (default "
-                   "HalfCheetah-v5), and Trainer.evaluate builds its eval env from env_id, so evaluating an agent "
-                   "built from GymEnv('Pendulum-v1') runs a HalfCheetah env (RuntimeError: size 17 vs 3)")
 def test_torchrl_env_instance_evaluates_on_that_env():
     a = AdvancedPPO(GymEnv("Pendulum-v1"), {**SINGLE, "total_timesteps": 64})
     try:
@@ -90,9 +87,6 @@ def test_torchrl_env_instance_evaluates_on_that_env():
         a.close()
 
 
-@pytest.mark.xfail(strict=True, reason="aeon_trl/ppo.py forces num_envs=1 for a gymnasium env but keeps the default "
-                   "batch_size=1024 > 1 * steps_per_env=64, so AdvancedPPO(gym.make(...)) with no config raises "
-                   "ConfigError")
 def test_gymnasium_env_instance_with_the_default_config():
     AdvancedPPO(gym.make("Pendulum-v1")).close()
 
