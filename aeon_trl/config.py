@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 class EnvConfig:
     env_id: str = "HalfCheetah-v5"
     num_envs: int = 64
-    # "auto" picks envpool when it ships the id, else gymnasium's vector env inside one torchrl GymEnv.
+    # "auto" picks envpool when it ships the id, else gymnasium's vector env inside one torchrl GymEnv;
+    # "serial"/"parallel": torchrl SerialEnv/ParallelEnv of single GymEnvs (slower; for comparison).
     env_backend: str = "auto"
     env_threads: int = 0  # envpool worker threads; 0 = one per CPU core
     norm_obs: bool = True
@@ -115,7 +116,7 @@ ALIASES = {
 }
 
 CHOICES = {
-    "env_backend": ("auto", "envpool", "gymnasium"),
+    "env_backend": ("auto", "envpool", "gymnasium", "serial", "parallel"),
     "activation": ("tanh", "relu", "elu", "silu"),
     "optimizer": ("adam", "adamw", "sgd"),
     "logger": ("csv", "tensorboard", "none"),

@@ -2,7 +2,8 @@
 
 One TorchRL step carries ``num_envs`` MuJoCo steps, so TorchRL's ~1 ms per-step overhead is paid
 once per batch (see benchmarks/RESULTS.md). The base env is envpool's C++ thread pool when it ships
-the id, else gymnasium's vector env inside one ``GymEnv``. On top, in this order:
+the id, else gymnasium's vector env inside one ``GymEnv``; ``SerialEnv`` and ``ParallelEnv`` of single
+``GymEnv``s are there to compare (``aeon-benchmark throughput`` measures every path). On top, in this order:
 ``RewardSum`` (raw episode return, for logging) -> ``VecNormV2`` on observations + clip ->
 ``ReturnScaling`` on rewards -> action clipping to the env's bounds (inverse transform: the policy's
 unclipped Gaussian sample is what the loss sees, the env gets the clipped one).
@@ -17,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torchrl.envs import (ClipTransform, Compose, DoubleToFloat, EnvBase, GymEnv, RewardSum, SerialEnv,
-                          TransformedEnv, VecNormV2)
+                          ParallelEnv, TransformedEnv, VecNormV2)
 
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.transforms.reward import ReturnScaling
@@ -63,8 +64,12 @@ def make_base_env(cfg: Config, num_envs: int, seed: int, serial: bool = False) -
         return EnvPoolEnv(env_id, num_envs, seed=seed, num_threads=min(threads, num_envs),
                           max_episode_steps=cfg.env.max_episode_steps or None)
     kwargs = {"max_episode_steps": cfg.env.max_episode_steps} if cfg.env.max_episode_steps else {}
-    if serial:
-        env = SerialEnv(num_envs, functools.partial(GymEnv, env_id, **kwargs))
+    make_one = functools.partial(GymEnv, env_id, **kwargs)
+    backend = "serial" if serial else resolve_backend(cfg)
+    if backend == "serial":
+        env = SerialEnv(num_envs, make_one)
+    elif backend == "parallel":  # one worker process per env, shared-memory buffers
+        env = ParallelEnv(num_envs, make_one, mp_start_method="fork")
     else:
         env = GymEnv(env_id, num_envs=num_envs, **kwargs) if num_envs > 1 else GymEnv(env_id, **kwargs)
     env.set_seed(seed)
