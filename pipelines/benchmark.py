@@ -153,15 +153,42 @@ def raw_env_rates(seconds: float = 3.0) -> dict:
     return rates
 
 
+# Env paths compared at the same policy and transforms: (label, overrides).
+ENV_PATHS = [
+    ("envpool EnvPoolEnv, 64 envs", ["env_backend=envpool", "num_envs=64"]),
+    ("gymnasium vector env in one GymEnv, 16 envs", ["env_backend=gymnasium", "num_envs=16"]),
+    ("TorchRL SerialEnv of GymEnv, 8 envs", ["env_backend=serial", "num_envs=8"]),
+    ("TorchRL ParallelEnv of GymEnv, 2 workers", ["env_backend=parallel", "num_envs=2"]),
+]
+
+
+def collection_rate(overrides: list[str], frames: int = 16_384) -> float:
+    """Frames/s of the real collector (policy + transforms) on one env path, after one warm-up batch."""
+    from aeon_trl.config import Config
+    from aeon_trl.trainer import Trainer
+    cfg = Config().with_overrides([*overrides, "steps_per_env=128", "batch_size=256", "progress=false"])
+    trainer = Trainer(cfg)
+    try:
+        trainer.collect()
+        start, n = time.perf_counter(), 0
+        while n < frames:
+            n += trainer.collect().numel()
+        return n / (time.perf_counter() - start)
+    finally:
+        trainer.close()
+
+
 def throughput(args) -> dict:
     rates = [raw_env_rates() for _ in range(args.repeats)]
     raw = {k: statistics.median(r[k] for r in rates) for k in rates[0]}
+    paths = {label: collection_rate(ov, frames=16_384 if "envpool" in label else 2_048) for label, ov in ENV_PATHS}
     runs = [train_run(f"throughput-{i}", [f"total_timesteps={args.timesteps}", "eval_episodes=0", *args.overrides], 1)
             for i in range(args.repeats)]
     train_sps = [r["steps_per_second"] for r in runs]
     process_sps = [r["timesteps"] / r["process_wall_time"] for r in runs]
     collect = [statistics.median(h["collect_fps"] for h in r["history"]) for r in runs]
-    return {"raw_env_steps_per_second": raw, "train_steps_per_second": train_sps,
+    return {"raw_env_steps_per_second": raw, "collection_frames_per_second_by_env_path": paths,
+            "train_steps_per_second": train_sps,
             "train_steps_per_second_median": statistics.median(train_sps),
             "process_steps_per_second_median": statistics.median(process_sps),
             "collect_frames_per_second_median": statistics.median(collect), "timesteps": args.timesteps}
@@ -194,7 +221,9 @@ def write_results_md() -> None:
             parts += ["| measurement | value |", "|---|---|"]
             for name, rate in data["raw_env_steps_per_second"].items():
                 parts.append(f"| raw random-action steps/s, {name} | {rate:,.0f} |")
-            parts += [f"| collection frames/s with the policy (median) | {data['collect_frames_per_second_median']:,.0f} |",
+            for name, rate in data["collection_frames_per_second_by_env_path"].items():
+                parts.append(f"| collector frames/s with the MLP policy, {name} | {rate:,.0f} |")
+            parts += [f"| collection frames/s during training (median) | {data['collect_frames_per_second_median']:,.0f} |",
                       f"| full PPO training steps/s, training loop (median of {len(data['train_steps_per_second'])}) | "
                       f"{data['train_steps_per_second_median']:,.0f} |",
                       f"| full PPO training steps/s, whole process incl. start-up | "
