@@ -40,8 +40,9 @@ class EnvConfig:
 class ModelConfig:
     hidden_sizes: list = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
-    layer_norm: bool = True
-    gating: bool = True
+    # Off by default: on Hopper-v5 they cost 2/3 of the return at 500k steps (benchmarks/RESULTS.md ablation).
+    layer_norm: bool = False
+    gating: bool = False
     num_critics: int = 1  # >1 turns on the critic ensemble (its std is the value uncertainty)
     shared_trunk: bool = False
     log_std_init: float = 0.0
@@ -76,7 +77,7 @@ class OptimConfig:
     lookahead_alpha: float = 0.5
     max_grad_norm: float = 0.5
     anneal_lr: bool = True
-    adaptive_lr: bool = False
+    adaptive_lr: bool = True  # KL-driven lr: large on-policy batches need a larger lr than Adam's 3e-4
     min_lr: float = 1e-5
     max_lr: float = 1e-2
 

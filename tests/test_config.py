@@ -6,7 +6,7 @@ from aeon_trl.config import Config, ConfigError
 
 # The seed's dict keys, each with a non-default value so a key landing in the wrong field (or being
 # silently dropped) shows up as a mismatch.
-SEED = {"clip_range": 0.3, "entropy_coef": 0.01, "kl_target": 0.05, "adaptive_lr": True, "gamma": 0.98,
+SEED = {"clip_range": 0.3, "entropy_coef": 0.01, "kl_target": 0.05, "adaptive_lr": False, "gamma": 0.98,
         "gae_lambda": 0.9, "batch_size": 256, "epochs": 4, "lr": 1e-3, "wd": 1e-4}
 
 
@@ -22,7 +22,7 @@ def test_seed_keys_land_in_the_right_fields():
     assert cfg.ppo.clip_epsilon == 0.3
     assert cfg.ppo.entropy_coef == 0.01
     assert cfg.ppo.kl_target == 0.05
-    assert cfg.optim.adaptive_lr is True
+    assert cfg.optim.adaptive_lr is False
     assert cfg.ppo.gamma == 0.98
     assert cfg.ppo.gae_lambda == 0.9
     assert cfg.train.batch_size == 256
