@@ -83,6 +83,7 @@ class Trainer:
                                    sampler=SamplerWithoutReplacement(), batch_size=cfg.train.batch_size)
         self._collector: Collector | None = None
         self.frames = 0
+        self.total_timesteps = cfg.train.total_timesteps  # the horizon of the lr/entropy schedules
         self.iteration = 0
         self.episode_returns: list[float] = []
         self.history: list[dict] = []  # one row of metrics per iteration
@@ -91,17 +92,13 @@ class Trainer:
         self.gradient_hooks: list[Callable[[torch.nn.Module], None]] = []
 
     # ---- collection ---------------------------------------------------------------------
-    @property
-    def collector(self) -> Collector:
+    def collect(self) -> TensorDictBase:
+        """One on-policy batch ``[num_envs, steps_per_env]``; the collector starts on first use."""
         if self._collector is None:
             self._collector = Collector(
                 self.env, self.actor, frames_per_batch=self.cfg.frames_per_batch, total_frames=-1,
                 policy_device=self.device, storing_device=self.device, env_device="cpu")
             self._batches = iter(self._collector)
-        return self._collector
-
-    def collect(self) -> TensorDictBase:
-        self.collector
         batch = next(self._batches)
         for key in (("next", "observation"), ("next", "reward")):  # a NaN obs makes a NaN reward
             if not torch.isfinite(batch.get(key)).all():
@@ -114,7 +111,7 @@ class Trainer:
     # ---- update -------------------------------------------------------------------------
     def update(self, batch: TensorDictBase) -> dict[str, float]:
         cfg = self.cfg
-        progress = self.frames / cfg.train.total_timesteps
+        progress = self.frames / self.total_timesteps
         self.loss.entropy_coeff.fill_(self.entropy.value(progress))
         lr = self.lr_schedule.anneal(progress)
         with torch.no_grad():
@@ -169,7 +166,7 @@ class Trainer:
     def train(self, total_timesteps: int | None = None,
               on_iteration: Callable[["Trainer", dict], None] | None = None) -> dict:
         """Train until ``total_timesteps`` frames (default: the config's); returns a summary."""
-        total = total_timesteps or self.cfg.train.total_timesteps
+        total = self.total_timesteps = total_timesteps or self.cfg.train.total_timesteps
         start, start_frames = time.perf_counter(), self.frames
         while self.frames < total:
             t0 = time.perf_counter()
