@@ -4,7 +4,7 @@ One TorchRL step carries ``num_envs`` MuJoCo steps, so TorchRL's ~1 ms per-step 
 once per batch (see benchmarks/RESULTS.md). The base env is envpool's C++ thread pool when it ships
 the id, else gymnasium's vector env inside one ``GymEnv``; ``SerialEnv`` and ``ParallelEnv`` of single
 ``GymEnv``s are there to compare (``aeon-benchmark throughput`` measures every path). On top, in this order:
-``RewardSum`` (raw episode return, for logging) -> ``VecNormV2`` on observations + clip ->
+``RewardSum`` (raw episode return, for logging) -> ``SafeVecNorm`` on observations + clip ->
 ``ReturnScaling`` on rewards -> action clipping to the env's bounds (inverse transform: the policy's
 unclipped Gaussian sample is what the loss sees, the env gets the clipped one).
 """
@@ -21,6 +21,7 @@ from torchrl.envs import (ClipTransform, Compose, DoubleToFloat, EnvBase, GymEnv
                           ParallelEnv, TransformedEnv, VecNormV2)
 
 from aeon_trl.config import Config, ConfigError
+from aeon_trl.transforms.obs_norm import SafeVecNorm
 from aeon_trl.transforms.reward import ReturnScaling
 
 OBS_NORM, REWARD_NORM = "obs_norm", "reward_norm"
@@ -93,7 +94,7 @@ def make_env(cfg: Config, num_envs: int | None = None, seed: int | None = None,
     if cfg.env.norm_obs:
         # decay=1.0 (all-time mean/var, as SB3's VecNormalize): with decay < 1, torchrl 0.14.1's bias
         # correction makes the early scale ~sqrt(E[x^2]) instead of the std (67x off for Hopper's height).
-        transforms += [VecNormV2(in_keys=["observation"], decay=1.0, eps=1e-8, reduce_batch_dims=True),
+        transforms += [SafeVecNorm(in_keys=["observation"], decay=1.0, eps=1e-8, reduce_batch_dims=True),
                        ClipTransform(in_keys=["observation"], low=-cfg.env.obs_clip, high=cfg.env.obs_clip)]
     if cfg.env.norm_reward:
         transforms.append(ReturnScaling(gamma=cfg.ppo.gamma))
