@@ -36,6 +36,8 @@ ABLATIONS = {
     "+ Lookahead (k=5, alpha=0.5)": ["lookahead=true"],
     "+ adaptive clip range": ["adaptive_clip=true"],
     "- KL-adaptive lr (fixed 3e-4, annealed)": ["adaptive_lr=false"],
+    "kl_target 0.01 (slower lr growth)": ["kl_target=0.01"],
+    "+ entropy bonus 0.01 annealed to 0": ["entropy_coef=0.01", "entropy_coef_end=0"],
 }
 
 
