@@ -1,9 +1,10 @@
 """Data-parallel PPO with ``torch.distributed``: one process per GPU (or per CPU task), each with its own
 collector and env workers, gradients averaged across processes.
 
-Who starts the processes does not matter here: SLURM through submitit (``tasks_per_node=N``; the rank and
-rendezvous come from ``submitit.helpers.TorchDistributedEnvironment``), ``torchrun --nproc_per_node=N`` (its
-``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` variables), or nobody (one process, nothing initialised).
+Who starts the processes does not matter here: SLURM through submitit (``tasks_per_node=N``) or a plain
+``srun`` (the rank and rendezvous come from ``submitit.helpers.TorchDistributedEnvironment``, which reads the
+SLURM task variables), ``torchrun --nproc_per_node=N`` (its ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``
+variables), or nobody (one process, nothing initialised).
 
 What each rank does differently, and why:
 - seed ``seed + rank``: every rank collects different episodes (the point of data parallelism);
@@ -66,7 +67,8 @@ def init_distributed(backend: str | None = None, timeout_s: float | None = None)
                                   int(os.environ.get("LOCAL_RANK", 0)), dist.get_backend())
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun (or a user who exported them)
         rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    elif os.environ.get("SUBMITIT_FOLDER"):  # inside a submitit job: one process per SLURM task
+    elif os.environ.get("SUBMITIT_FOLDER") or int(os.environ.get("SLURM_STEP_NUM_TASKS", 1)) > 1:
+        # a submitit job (SLURM or its local executor), or the tasks of a plain `srun` (slurm/ sbatch template)
         import submitit
         if submitit.JobEnvironment().num_tasks == 1:
             return DistributedContext()

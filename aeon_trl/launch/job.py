@@ -29,6 +29,7 @@ import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,9 +86,9 @@ class PreemptionGuard:
     - Env worker processes must never act on it: SLURM signals every process of the job step, and a worker
       forked from this process inherits the handler (with submitit's, a worker would call checkpoint() on its
       stale copy of the job and requeue the job under the main process's feet: seen on the local cluster).
-      ``blind_children()`` blocks the signal while envs create their workers: the signal mask is inherited
-      across fork and exec, so those workers never receive it, and the main process gets it when the block
-      ends. A worker forked at another time still inherits this handler, which ignores it outside the main PID.
+      ``blind_children()`` blocks the signal in the main thread while envs create their workers: the signal
+      mask is inherited across fork and exec, so those workers never receive it (the main process still does,
+      through another thread or when the block ends). A worker forked at another time still inherits this handler, which ignores it outside the main PID.
     """
 
     def __init__(self, signum: int | None = None):
@@ -120,8 +121,17 @@ class PreemptionGuard:
 
     def _deliver(self) -> None:
         self.pending = False
-        if self._previous is not None:
+        if self._previous is None:
+            return
+        try:
             self._previous(self.signum, None)
+        except subprocess.CalledProcessError as exc:
+            # submitit's `scontrol requeue` failed. At a real preemption SLURM requeues the job itself
+            # (PreemptMode=REQUEUE) and may already have: the checkpoint is on disk, so leave without a result
+            # file (an error pickle would tell the client the job failed while its requeued run goes on).
+            print(f"[aeon] {' '.join(map(str, exc.cmd))} failed ({exc.returncode}): SLURM is requeueing this "
+                  "job itself, or it cannot be requeued; exiting after the checkpoint", flush=True)
+            sys.exit(-1)
 
     def deliver_pending(self) -> None:
         if self.pending:
@@ -332,14 +342,36 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _requeue_handler(job: TrainJob):
+    """For a plain sbatch job (no submitit): what submitit's handler does, checkpoint then ``scontrol requeue``."""
+    def handler(signum, frame) -> None:
+        if job._dist is not None and not job._dist.is_main:
+            return
+        job.checkpoint()
+        subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False, timeout=60)
+        print("[aeon] requeued; exiting", flush=True)
+        sys.exit(0)
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m aeon_trl.launch.job RUN_DIR key=value ...``: the job in this process (also under torchrun)."""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0].startswith("-"):
-        print("usage: python -m aeon_trl.launch.job RUN_DIR [key=value ...]   (torchrun --nproc_per_node=N ... too)",
-              file=sys.stderr)
-        return 2
-    results = TrainJob(Config().with_overrides(argv[1:]), argv[0])()
+    """``python -m aeon_trl.launch.job RUN_DIR [--config FILE] key=value ...``: the job in this process.
+
+    Also what the sbatch template runs under ``srun`` (one process per task: data-parallel when several) and
+    what ``torchrun --nproc_per_node=N -m aeon_trl.launch.job RUN_DIR ...`` runs. Inside a plain SLURM job it
+    checkpoints and requeues itself on USR2 (``#SBATCH --signal=USR2@90 --requeue``).
+    """
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m aeon_trl.launch.job", description=main.__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value")
+    parser.add_argument("--config", help="YAML/JSON config file")
+    args = parser.parse_args(argv)
+    cfg = (Config.load(args.config) if args.config else Config()).with_overrides(args.overrides)
+    job = TrainJob(cfg, args.run_dir)
+    if os.environ.get("SLURM_JOB_ID") and not os.environ.get("SUBMITIT_FOLDER"):
+        signal.signal(preemption_signal(), _requeue_handler(job))
+    results = job()
     return 0 if results else 1
 
 

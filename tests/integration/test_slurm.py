@@ -1,0 +1,200 @@
+"""The launcher against a real SLURM (``slurm/local_cluster.sh start``), through submitit: a training job and
+its results, a seed array and its summary, preemption by USR2 and by a higher-priority partition (the job
+checkpoints, requeues and resumes), a SIGKILLed job reported failed, and 2-process gloo data parallelism.
+
+Skipped only where SLURM is not installed (no ``sinfo``); where it is installed but not running, the tests
+fail and say how to start it. Every wait has a deadline, so nothing hangs.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(shutil.which("sinfo") is None,
+                       reason="SLURM is not installed (no sinfo on PATH): start a local one with "
+                              "`slurm/local_cluster.sh start` to run these tests"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+FRAMES_PER_ITERATION = 256  # num_envs * steps_per_env below
+TINY = ["env_id=InvertedPendulum-v5", "num_envs=4", "steps_per_env=64", "batch_size=128", "epochs=2",
+        "eval_episodes=2", "max_episode_steps=100", "progress=false", "checkpoint_every=0", "torch_threads=1"]
+JOB_DEADLINE_S = 240  # generous: CI shares two cores with other work
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    out = subprocess.run(["sinfo", "-h", "-o", "%R %t"], capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        pytest.fail(f"SLURM is installed but not answering ({out.stderr.strip()}); start it with "
+                    "`slurm/local_cluster.sh start` (CI: .ci/run does)")
+    partitions = {line.split()[0] for line in out.stdout.splitlines()}
+    cpus = int(subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True).stdout.split()[0])
+    accounting = subprocess.run(["sacct", "-n", "-X", "-S", "now"], capture_output=True).returncode == 0
+    return {"partitions": partitions, "cpus": cpus, "accounting": accounting}
+
+
+def profile(**overrides):
+    from slurm.submit import DEFAULT_PROFILE, Profile
+    return Profile.load(DEFAULT_PROFILE, {"time": 10, "signal_delay_s": 30, "max_num_timeout": 10, **overrides})
+
+
+def config(*overrides: str):
+    from aeon_trl.config import Config
+    return Config().with_overrides(TINY + list(overrides))
+
+
+def submit(run_dir: Path, *overrides: str, seeds=None, **profile_overrides):
+    from slurm.submit import submit as submit_
+    return submit_(config(*overrides), run_dir, profile(**profile_overrides), seeds=seeds)
+
+
+def wait_for(predicate, what: str, timeout: float = JOB_DEADLINE_S, poll: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def log(job) -> str:
+    return job.paths.stdout.read_text() if job.paths.stdout.exists() else ""
+
+
+def results(job, timeout: float = JOB_DEADLINE_S):
+    wait_for(job.done, f"job {job.job_id} to end (log: {job.paths.stdout})", timeout)
+    return job.results()
+
+
+def training_pid(job) -> int:
+    """The PID of the job's Python process (submitit runs it as `python -m submitit.core._submit FOLDER`)."""
+    out = subprocess.run(["scontrol", "listpids", job.job_id], capture_output=True, text=True, timeout=30).stdout
+    rows = [line.split() for line in out.splitlines()[1:]]
+    # PID JOBID STEPID ...: the job step's processes, not the batch script's (its `srun` has the same arguments)
+    for pid in (r[0] for r in rows if len(r) >= 3 and r[0].isdigit() and r[2] != "batch"):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"submitit.core._submit" in cmdline:
+            return int(pid)
+    raise AssertionError(f"no submitit process found for job {job.job_id}: scontrol listpids said {out!r}")
+
+
+def progress_frames(run_dir: Path) -> list[int]:
+    with (run_dir / "progress.csv").open() as f:
+        return [int(float(r["frames"])) for r in csv.DictReader(f)]
+
+
+def assert_resumed(run_dir: Path, result: dict, total: int):
+    """Two starts, the second from a checkpoint past the first iterations; the frame counter continued
+    (every iteration logged exactly once, no restart from 0) and the run reached its budget."""
+    assert len(result["starts"]) == 2, result["starts"]
+    first, resumed = result["starts"]
+    assert first == 0 and 0 < resumed < total and resumed % FRAMES_PER_ITERATION == 0, result["starts"]
+    assert result["timesteps"] == total
+    assert progress_frames(run_dir) == list(range(FRAMES_PER_ITERATION, total + 1, FRAMES_PER_ITERATION))
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["frames"] for h in history] == list(range(FRAMES_PER_ITERATION, total + 1, FRAMES_PER_ITERATION))
+
+
+def test_training_job_writes_results(cluster, tmp_path):
+    [(_, run_dir, job)] = submit(tmp_path / "one", "total_timesteps=768")
+    [result] = results(job)
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk["timesteps"] == result["timesteps"] == 768
+    assert on_disk["job_id"] == job.job_id and on_disk["starts"] == [0]
+    assert len(on_disk["eval_returns"]) == 2 and on_disk["eval_mean"] > 0
+    assert (run_dir / "checkpoint.pt").exists() and (run_dir / "config.yaml").exists()
+    assert progress_frames(run_dir) == [256, 512, 768]
+
+
+def test_seed_array_and_summary(cluster, tmp_path):
+    submitted = submit(tmp_path / "sweep", "total_timesteps=512", seeds=[0, 1, 2])
+    ids = [job.job_id for _, _, job in submitted]
+    assert len({i.split("_")[0] for i in ids}) == 1 and sorted(i.split("_")[1] for i in ids) == ["0", "1", "2"], ids
+    for seed, folder, job in submitted:
+        [result] = results(job)
+        assert result["seed"] == seed and folder.name == f"seed_{seed}"
+    out = subprocess.run([sys.executable, "-m", "slurm.collect", str(tmp_path / "sweep"), "--json"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert [r["seed"] for r in summary["runs"]] == [0, 1, 2] and summary["missing"] == []
+    assert summary["eval_return"]["n"] == 3 and summary["eval_return"]["std"] >= 0
+    assert summary["steps_per_second"]["mean"] > 0
+    table = subprocess.run([sys.executable, "-m", "slurm.collect", str(tmp_path / "sweep")], cwd=REPO,
+                           capture_output=True, text=True, timeout=60).stdout
+    assert "eval return over 3 run(s)" in table and "±" in table
+
+
+def test_usr2_checkpoints_and_resumes(cluster, tmp_path):
+    # gymnasium's AsyncVectorEnv forks env workers: they must not act on the signal (see PreemptionGuard)
+    total = 2560
+    [(_, run_dir, job)] = submit(tmp_path / "usr2", f"total_timesteps={total}", "env_backend=gymnasium")
+    wait_for(lambda: "frames 512 " in log(job), "the job to train 2 iterations")
+    job._interrupt(timeout=True)  # = scancel --signal USR2: what SLURM sends before the time limit
+    [result] = results(job)
+    assert "checkpoint at frames" in log(job) and "resuming at frames" in log(job), log(job)[-2000:]
+    assert_resumed(run_dir, result, total)
+
+
+def test_real_preemption_by_higher_priority_partition(cluster, tmp_path):
+    if not {"preemptible", "urgent"} <= cluster["partitions"]:
+        pytest.skip("this cluster has no 'preemptible'/'urgent' partitions (slurm/local_cluster.sh makes them)")
+    total = 2560
+    # the low-priority job takes every CPU, so the urgent job can only run by preempting it
+    [(_, run_dir, job)] = submit(tmp_path / "preempted", f"total_timesteps={total}", partition="preemptible",
+                                 cpus_per_task=cluster["cpus"])
+    wait_for(lambda: "frames 512 " in log(job), "the preemptible job to train 2 iterations")
+    import submitit
+    urgent = submitit.AutoExecutor(folder=str(tmp_path / "urgent" / "%j"))
+    urgent.update_parameters(timeout_min=5, slurm_partition="urgent", cpus_per_task=1)
+    assert results(urgent.submit(sum, [1, 2, 3]), 120) == [6]
+    [result] = results(job)
+    assert "checkpoint at frames" in log(job), log(job)[-2000:]
+    assert_resumed(run_dir, result, total)
+
+
+def test_sigkilled_job_is_reported_failed(cluster, tmp_path):
+    if not cluster["accounting"]:
+        pytest.fail("sacct does not work: without SLURM accounting a killed job is never seen as finished and "
+                    "job.result() waits forever. Start the cluster with accounting (the default of local_cluster.sh)")
+    from submitit.core.utils import UncompletedJobError
+    from aeon_trl.checkpoint import load_checkpoint
+    [(_, run_dir, job)] = submit(tmp_path / "killed", "total_timesteps=100000", "checkpoint_every=1")
+    wait_for(lambda: "frames 768 " in log(job), "the job to train 3 iterations")
+    # SIGKILL the training process itself, as the OOM killer would (`scancel --signal=KILL` is recorded as a
+    # cancellation instead): no Python code runs, no result pickle is written
+    os.kill(training_pid(job), signal.SIGKILL)
+    wait_for(job.done, "submitit to see the killed job end", timeout=120)
+    with pytest.raises(UncompletedJobError):
+        job.results()
+    assert job.state == "FAILED", job.state
+    # killed at any moment, mid-write included: the checkpoint on disk is whole and at an iteration boundary
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["counters"]["frames"] >= 512 and state["counters"]["frames"] % FRAMES_PER_ITERATION == 0
+
+
+def test_two_process_gloo_data_parallel(cluster, tmp_path):
+    [(_, run_dir, job)] = submit(tmp_path / "ddp", "total_timesteps=1024", "kl_early_stop=false", "adaptive_lr=false",
+                                 tasks_per_node=2)
+    rank0, rank1 = results(job)
+    assert (rank0["rank"], rank1["rank"]) == (0, 1) and rank0["world_size"] == 2
+    assert rank0["param_digest"] == rank1["param_digest"]  # bitwise identical networks after training
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk["timesteps"] == 1024 and on_disk["world_size"] == 2  # the global budget, 512 per rank
+    assert progress_frames(run_dir) == [512, 1024]
