@@ -37,6 +37,7 @@ ABLATIONS = {
     "+ adaptive clip range": ["adaptive_clip=true"],
     "- KL-adaptive lr (fixed 3e-4, annealed)": ["adaptive_lr=false"],
     "kl_target 0.01 (slower lr growth)": ["kl_target=0.01"],
+    "max_lr 3e-3 (cap the adaptive lr)": ["max_lr=3e-3"],
     "+ entropy bonus 0.01 annealed to 0": ["entropy_coef=0.01", "entropy_coef_end=0"],
 }
 
