@@ -339,9 +339,8 @@ def main(argv=None) -> int:
     except (ProfileError, ConfigError) as exc:
         print(f"slurm.submit: error: {exc}", file=sys.stderr)
         return 2
-    for seed, folder, job in submitted:
-        print(f"job {job.job_id}{'' if seed is None else f' (seed {seed})'}: run folder {folder}, "
-              f"log {job.paths.stdout}")
+    print("\n".join(f"job {job.job_id}{'' if seed is None else f' (seed {seed})'}: run folder {folder}, "
+                    f"log {job.paths.stdout}" for seed, folder, job in submitted))
     if not args.wait:
         print(f"follow: squeue -u $USER;  results when done: python -m slurm.collect {run_dir.resolve()}")
         return 0
@@ -349,6 +348,9 @@ def main(argv=None) -> int:
     if len(submitted) > 1 or failures == 0:
         from slurm.collect import collect, format_table
         print(format_table(collect(run_dir.resolve())))
+    submitted.clear()  # finished local jobs' __del__ would otherwise run during interpreter shutdown and complain
+    import gc
+    gc.collect()
     return 1 if failures else 0
 
 

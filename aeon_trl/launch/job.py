@@ -39,7 +39,7 @@ import numpy as np
 import submitit
 import torch
 
-from aeon_trl.checkpoint import CheckpointError, load_checkpoint
+from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from aeon_trl.config import Config
 
 CHECKPOINT = "checkpoint.pt"  # the same name as pipelines/train.py's, so aeon-train --resume reads it
@@ -173,7 +173,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.cfg_dict = cfg.to_dict()
         self.run_dir = str(run_dir)
         self.distributed = distributed
-        self.starts: list[int] = []  # frame counter at each (re)start; survives requeues in the pickle
+        # the frame counter at each (re)start; kept in the checkpoint ("launch" entry), so a requeued plain
+        # sbatch job (a new process, not an unpickled TrainJob) continues the list too
+        self.starts: list[int] = []
         self._reset_runtime()
 
     def _reset_runtime(self) -> None:
@@ -214,6 +216,7 @@ class TrainJob(submitit.helpers.Checkpointable):
                 self._trainer = trainer = Trainer(cfg)
             if state is not None:
                 trainer.load_state_dict(state)
+                self.starts = list(state.get("launch", {}).get("starts", self.starts))
                 if ctx.rank:  # the checkpoint holds rank 0's RNG: give this rank its own stream again
                     dp.reseed(cfg.train.seed, trainer.frames)
             dp.attach(trainer, ctx)  # broadcast rank 0's parameters, all-reduce gradients (no-op on one process)
@@ -268,18 +271,19 @@ class TrainJob(submitit.helpers.Checkpointable):
             elif stop:
                 dp.wait_for_requeue()  # rank 0 saves and requeues; the requeue ends every task
             elif ctx.is_main and cfg.train.checkpoint_every and tr.iteration % cfg.train.checkpoint_every == 0:
-                tr.save(path)
+                self._save(path)
 
         with guard.hold():  # a signal held past the last iteration is delivered on leaving, after the save
             summary = trainer.train(cfg.train.total_timesteps, on_iteration=on_iteration)
             if ctx.is_main:
-                trainer.save(path)
+                self._save(path)
         return summary
 
     def _finish(self, trainer, cfg: Config, ctx, summary: dict, eval_returns: list[float]) -> dict:
         world = ctx.world_size
         digest = param_digest(trainer.net)
         if not ctx.is_main:
+            print(f"[aeon rank {ctx.rank}] done: param_digest {digest}", flush=True)
             return {"rank": ctx.rank, "world_size": world, "param_digest": digest, "timesteps": trainer.frames}
         base = Config.from_dict(self.cfg_dict)
         results = {**summary, "timesteps": trainer.frames * world,
@@ -293,20 +297,24 @@ class TrainJob(submitit.helpers.Checkpointable):
         run_dir = Path(self.run_dir)
         _write_json_atomic(run_dir / RESULTS, results)
         _write_json_atomic(run_dir / "history.json", trainer.history)
-        self._log(f"done: {results['timesteps']} frames, eval return {results['eval_mean']}, results in "
-                  f"{run_dir / RESULTS}")
+        self._log(f"done: {results['timesteps']} frames, eval return {results['eval_mean']}, param_digest {digest}, "
+                  f"results in {run_dir / RESULTS}")
         return results
 
     # ---- preemption ---------------------------------------------------------------------
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on USR2: save the trainer if its state is consistent, resubmit ``self``."""
         if self._trainer is not None and self._consistent and (self._dist is None or self._dist.is_main):
-            path = self._trainer.save(Path(self.run_dir) / CHECKPOINT)
+            path = self._save(Path(self.run_dir) / CHECKPOINT)
             self._log(f"checkpoint at frames {self._trainer.frames * self._dist.world_size} written to {path}; "
                       "requeueing")
         else:
             self._log("preempted outside the training loop: the checkpoint on disk is the newest state; requeueing")
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+    def _save(self, path: Path) -> Path:
+        """The trainer's complete state plus the launcher's own bookkeeping, written atomically."""
+        return save_checkpoint({**self._trainer.state_dict(), "launch": {"starts": list(self.starts)}}, path)
 
     def _log(self, message: str) -> None:
         if self._dist is None or self._dist.is_main:

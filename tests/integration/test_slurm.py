@@ -120,6 +120,11 @@ def test_training_job_writes_results(cluster, tmp_path):
     assert len(on_disk["eval_returns"]) == 2 and on_disk["eval_mean"] > 0
     assert (run_dir / "checkpoint.pt").exists() and (run_dir / "config.yaml").exists()
     assert progress_frames(run_dir) == [256, 512, 768]
+    # a job that raises reports the remote traceback here: resuming this folder with another config is refused
+    from submitit.core.utils import FailedJobError
+    [(_, _, bad)] = submit(tmp_path / "one", "total_timesteps=768", "lr=0.001")
+    with pytest.raises(FailedJobError, match=r"(?s)ConfigMismatchError.*optim\.lr"):
+        results(bad)
 
 
 def test_seed_array_and_summary(cluster, tmp_path):
@@ -198,3 +203,23 @@ def test_two_process_gloo_data_parallel(cluster, tmp_path):
     on_disk = json.loads((run_dir / "results.json").read_text())
     assert on_disk["timesteps"] == 1024 and on_disk["world_size"] == 2  # the global budget, 512 per rank
     assert progress_frames(run_dir) == [512, 1024]
+
+
+def test_plain_sbatch_template_runs_and_requeues(cluster, tmp_path):
+    """The script `slurm.submit --sbatch-only` writes runs without submitit and checkpoints + requeues itself."""
+    run_dir, script, total = tmp_path / "sbatch", tmp_path / "train.sbatch", 2560
+    made = subprocess.run([sys.executable, "-m", "slurm.submit", "--sbatch-only", str(script), "--run-dir",
+                           str(run_dir), "--time", "10", "--signal-delay-s", "30", *TINY, f"total_timesteps={total}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    job_id = subprocess.run(["sbatch", "--parsable", str(script)], cwd=REPO, capture_output=True, text=True,
+                            check=True, timeout=30).stdout.strip()
+    out = run_dir / "slurm_logs" / f"{job_id}.out"
+    try:
+        wait_for(lambda: out.exists() and "frames 512 " in out.read_text(), "the sbatch job to train 2 iterations")
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+        wait_for(lambda: (run_dir / "results.json").exists(), f"the requeued sbatch job to finish ({out})")
+    finally:
+        subprocess.run(["scancel", job_id], timeout=30)  # no-op once it finished
+    assert "requeued" in out.read_text() and "resuming at frames" in out.read_text(), out.read_text()[-2000:]
+    assert_resumed(run_dir, json.loads((run_dir / "results.json").read_text()), total)
