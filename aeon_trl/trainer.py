@@ -51,6 +51,10 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """Owns the env, networks, loss, optimizer and schedules of one PPO run."""
 
+    # Averages a diagnostic over data-parallel ranks, so every rank takes the same KL-driven
+    # decisions (early stop, adaptive lr/clip/penalty) and none waits alone in an all-reduce.
+    metric_reducer: Callable[[float], float] | None = None
+
     def __init__(self, cfg: Config, env: TransformedEnv | None = None,
                  eval_env_fn: Callable[[int, int], EnvBase] | None = None):
         """``eval_env_fn(num_envs, seed)`` builds the *base* env for evaluation (default: from the
@@ -148,11 +152,15 @@ class Trainer:
                 epoch_kl += out.get("kl_approx").item()
                 steps += 1
             epoch_kl /= minibatches
+            if self.metric_reducer is not None:
+                epoch_kl = self.metric_reducer(epoch_kl)
             if cfg.optim.adaptive_lr:
                 lr = self.lr_schedule.update(epoch_kl)
             if self.early_stop.should_stop(epoch_kl):
                 break
         metrics = {k: v / steps for k, v in sums.items()}
+        if self.metric_reducer is not None:
+            metrics["kl_approx"] = self.metric_reducer(metrics["kl_approx"])
         if self.clipper is not None:
             self.loss.clip_epsilon.fill_(self.clipper.update(metrics["kl_approx"]))
         if self.kl_coef is not None:

@@ -15,11 +15,10 @@ What each rank does differently, and why:
   clipping and the optimizer step, so all ranks apply the same update and stay bitwise identical;
 - rank 0 alone logs, checkpoints, evaluates and writes results.
 
-Not shared (yet): observation/reward normalisation statistics stay per rank (each rank normalises its own
-stream; the parameters are still identical). KL-driven schedules (``kl_early_stop``, ``adaptive_lr``,
-``adaptive_clip``, ``kl_coef``) decide from each rank's own KL, so ranks could run different numbers of epochs
-and deadlock in the all-reduce: they are refused with world size > 1 until the trainer exposes a
-``metric_reducer`` hook (then the KL is averaged first and they are allowed).
+KL-driven schedules (``kl_early_stop``, ``adaptive_lr``, ``adaptive_clip``, ``kl_coef``) read the KL averaged
+over ranks (``Trainer.metric_reducer``), so all ranks run the same number of epochs and never wait alone in
+the all-reduce. Not shared (yet): observation/reward normalisation statistics stay per rank (each rank
+normalises its own stream; the parameters are still identical).
 """
 from __future__ import annotations
 
@@ -35,9 +34,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from aeon_trl.config import Config, ConfigError
+from aeon_trl.config import Config
 
-KL_DRIVEN = ("kl_early_stop", "adaptive_lr", "adaptive_clip")
 
 
 @dataclass(frozen=True)
@@ -92,15 +90,6 @@ def rank_config(cfg: Config, ctx: DistributedContext, rank: int | None = None) -
     if not ctx.enabled:
         return cfg
     rank = ctx.rank if rank is None else rank
-    on = [k for k in KL_DRIVEN if getattr(cfg.ppo if k != "adaptive_lr" else cfg.optim, k)]
-    if cfg.ppo.kl_coef > 0:
-        on.append("kl_coef")
-    from aeon_trl.trainer import Trainer
-    if on and not hasattr(Trainer, "metric_reducer"):
-        raise ConfigError(
-            f"data-parallel training (world size {ctx.world_size}) with {', '.join(on)} on: these decide from each "
-            "rank's own KL, so ranks would run different numbers of epochs and hang in the gradient all-reduce. "
-            f"Turn them off ({' '.join(k + ('=0' if k == 'kl_coef' else '=false') for k in on)}) for now.")
     train = dataclasses.replace(cfg.train, seed=cfg.train.seed + rank,
                                 total_timesteps=math.ceil(cfg.train.total_timesteps / ctx.world_size))
     return dataclasses.replace(cfg, train=train)
@@ -148,8 +137,7 @@ def attach(trainer, ctx: DistributedContext) -> None:
         return
     broadcast_parameters(trainer.net)
     trainer.gradient_hooks.append(allreduce_gradients)
-    if hasattr(trainer, "metric_reducer"):  # the trainer averages its KL over ranks before schedules use it
-        trainer.metric_reducer = mean_over_ranks
+    trainer.metric_reducer = mean_over_ranks  # the KL every rank's schedules read is the mean over ranks
 
 
 def any_rank(flag: bool, ctx: DistributedContext) -> bool:

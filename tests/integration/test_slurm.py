@@ -195,7 +195,7 @@ def test_sigkilled_job_is_reported_failed(cluster, tmp_path):
 
 
 def test_two_process_gloo_data_parallel(cluster, tmp_path):
-    [(_, run_dir, job)] = submit(tmp_path / "ddp", "total_timesteps=1024", "kl_early_stop=false", "adaptive_lr=false",
+    [(_, run_dir, job)] = submit(tmp_path / "ddp", "total_timesteps=1024",
                                  tasks_per_node=2)
     rank0, rank1 = results(job)
     assert (rank0["rank"], rank1["rank"]) == (0, 1) and rank0["world_size"] == 2
