@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 OUT = Path("benchmarks")
+CONFIGS = Path("configs")  # per-env configs the learning benchmark uses when present
 # Defaults were chosen on seed 0 and the ablation seeds 4-5 (benchmarks/NOTES.md); learning uses seeds 1-3.
 ENVS = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"]
 TARGETS = {"HalfCheetah-v5": 5000, "Hopper-v5": 3000, "Walker2d-v5": 4000}
@@ -55,11 +56,18 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, torch {torch.__version__}"
 
 
-def train_run(name: str, overrides: list[str], jobs: int) -> dict:
+def env_config(env_id: str) -> list[str]:
+    """``--config configs/<env_id>.yaml`` when the repository ships a per-env config for it."""
+    path = CONFIGS / f"{env_id}.yaml"
+    return ["--config", str(path)] if path.exists() else []
+
+
+def train_run(name: str, overrides: list[str], jobs: int, config: list[str] = ()) -> dict:
     """One aeon-train process; returns its results.json plus the whole-process wall time."""
     run_dir = OUT / "runs" / name
     threads = ["env_threads=1"] if jobs > 1 else []  # parallel runs share the cores
-    cmd = [sys.executable, "-m", "pipelines.train", *threads, *overrides, "progress=false", "--run-dir", str(run_dir)]
+    cmd = [sys.executable, "-m", "pipelines.train", *config, *threads, *overrides, "progress=false",
+           "--run-dir", str(run_dir)]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -73,9 +81,10 @@ def train_run(name: str, overrides: list[str], jobs: int) -> dict:
     return results
 
 
-def run_grid(runs: dict[str, list[str]], jobs: int) -> dict[str, dict]:
+def run_grid(runs: dict[str, list[str]], jobs: int, configs: dict[str, list[str]] | None = None) -> dict[str, dict]:
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {name: pool.submit(train_run, name, ov, jobs) for name, ov in runs.items()}
+        futures = {name: pool.submit(train_run, name, ov, jobs, (configs or {}).get(name, []))
+                   for name, ov in runs.items()}
         return {name: f.result() for name, f in futures.items()}
 
 
@@ -103,13 +112,14 @@ def plot_curves(env_id: str, runs: list[dict], path: Path) -> None:
 def learning(args) -> dict:
     runs = {f"{env}-s{seed}": [f"env_id={env}", f"seed={seed}", f"total_timesteps={args.timesteps}", *args.overrides]
             for env in args.envs for seed in args.seeds}
-    results = run_grid(runs, args.jobs)
+    configs = {f"{env}-s{seed}": env_config(env) for env in args.envs for seed in args.seeds}
+    results = run_grid(runs, args.jobs, configs)
     rows = []
     for env in args.envs:
         per_seed = [results[f"{env}-s{seed}"] for seed in args.seeds]
         plot_curves(env, per_seed, OUT / f"learning_{env}.png")
         ret_mean, ret_std = mean_std([r["eval_mean"] for r in per_seed])
-        rows.append({"env": env, "return_mean": ret_mean, "return_std": ret_std,
+        rows.append({"env": env, "config": " ".join(env_config(env)[1:]) or "defaults", "return_mean": ret_mean, "return_std": ret_std,
                      "per_seed": [round(r["eval_mean"], 1) for r in per_seed], "target": TARGETS.get(env),
                      "steps_per_second": statistics.median(r["steps_per_second"] for r in per_seed),
                      "wall_time": statistics.median(r["process_wall_time"] for r in per_seed)})
@@ -210,10 +220,11 @@ def write_results_md() -> None:
         parts += [f"## {kind.capitalize()}", "", f"- command: `{data['command']}`", f"- machine: {data['machine']}",
                   f"- date: {data['date']}", ""]
         if kind == "learning":
-            parts += ["| env | return (mean ± std over seeds) | per seed | target | steps/s (median) | wall time/run |",
-                      "|---|---|---|---|---|---|"]
+            parts += ["| env | config | return (mean ± std over seeds) | per seed | target | steps/s (median) | "
+                      "wall time/run |", "|---|---|---|---|---|---|---|"]
             for r in data["rows"]:
-                parts.append(f"| {r['env']} | {r['return_mean']:.0f} ± {r['return_std']:.0f} | {r['per_seed']} | "
+                parts.append(f"| {r['env']} | {r.get('config', 'defaults')} | {r['return_mean']:.0f} ± "
+                             f"{r['return_std']:.0f} | {r['per_seed']} | "
                              f"{r['target']} | {r['steps_per_second']:.0f} | {r['wall_time']:.0f} s |")
             parts += [""] + [f"![{r['env']}](learning_{r['env']}.png)" for r in data["rows"]]
         elif kind == "ablation":
