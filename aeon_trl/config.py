@@ -98,6 +98,15 @@ class TrainConfig:
     progress: bool = True
 
 
+PRESETS = Path(__file__).parent / "presets"
+
+
+def preset_path(env_id: str) -> Path | None:
+    """The shipped per-env preset (``aeon_trl/presets/<env_id>.yaml``), if there is one."""
+    path = PRESETS / f"{env_id}.yaml"
+    return path if path.is_file() else None
+
+
 SECTIONS = {"env": EnvConfig, "model": ModelConfig, "ppo": PPOConfig, "optim": OptimConfig, "train": TrainConfig}
 
 # The seed's names (and a few common ones from SB3/CleanRL) mapped onto ours.

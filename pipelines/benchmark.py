@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from aeon_trl.config import preset_path
+
 OUT = Path("benchmarks")
-CONFIGS = Path("configs")  # per-env configs the learning benchmark uses when present
 # Defaults were chosen on seed 0 and the ablation seeds 4-5 (benchmarks/NOTES.md); learning uses seeds 1-3.
 ENVS = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"]
 TARGETS = {"HalfCheetah-v5": 5000, "Hopper-v5": 3000, "Walker2d-v5": 4000}
@@ -56,17 +57,12 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, torch {torch.__version__}"
 
 
-def env_config(env_id: str) -> list[str]:
-    """``--config configs/<env_id>.yaml`` when the repository ships a per-env config for it."""
-    path = CONFIGS / f"{env_id}.yaml"
-    return ["--config", str(path)] if path.exists() else []
-
-
-def train_run(name: str, overrides: list[str], jobs: int, config: list[str] = ()) -> dict:
+def train_run(name: str, overrides: list[str], jobs: int, preset: bool = True) -> dict:
     """One aeon-train process; returns its results.json plus the whole-process wall time."""
     run_dir = OUT / "runs" / name
     threads = ["env_threads=1"] if jobs > 1 else []  # parallel runs share the cores
-    cmd = [sys.executable, "-m", "pipelines.train", *config, *threads, *overrides, "progress=false",
+    flags = [] if preset else ["--no-preset"]
+    cmd = [sys.executable, "-m", "pipelines.train", *flags, *threads, *overrides, "progress=false",
            "--run-dir", str(run_dir)]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -81,10 +77,9 @@ def train_run(name: str, overrides: list[str], jobs: int, config: list[str] = ()
     return results
 
 
-def run_grid(runs: dict[str, list[str]], jobs: int, configs: dict[str, list[str]] | None = None) -> dict[str, dict]:
+def run_grid(runs: dict[str, list[str]], jobs: int, preset: bool = True) -> dict[str, dict]:
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {name: pool.submit(train_run, name, ov, jobs, (configs or {}).get(name, []))
-                   for name, ov in runs.items()}
+        futures = {name: pool.submit(train_run, name, ov, jobs, preset) for name, ov in runs.items()}
         return {name: f.result() for name, f in futures.items()}
 
 
@@ -112,14 +107,15 @@ def plot_curves(env_id: str, runs: list[dict], path: Path) -> None:
 def learning(args) -> dict:
     runs = {f"{env}-s{seed}": [f"env_id={env}", f"seed={seed}", f"total_timesteps={args.timesteps}", *args.overrides]
             for env in args.envs for seed in args.seeds}
-    configs = {f"{env}-s{seed}": env_config(env) for env in args.envs for seed in args.seeds}
-    results = run_grid(runs, args.jobs, configs)
+    results = run_grid(runs, args.jobs)
     rows = []
     for env in args.envs:
         per_seed = [results[f"{env}-s{seed}"] for seed in args.seeds]
         plot_curves(env, per_seed, OUT / f"learning_{env}.png")
         ret_mean, ret_std = mean_std([r["eval_mean"] for r in per_seed])
-        rows.append({"env": env, "config": " ".join(env_config(env)[1:]) or "defaults", "return_mean": ret_mean, "return_std": ret_std,
+        preset = preset_path(env)
+        rows.append({"env": env, "config": f"defaults + presets/{preset.name}" if preset else "defaults",
+                     "return_mean": ret_mean, "return_std": ret_std,
                      "per_seed": [round(r["eval_mean"], 1) for r in per_seed], "target": TARGETS.get(env),
                      "steps_per_second": statistics.median(r["steps_per_second"] for r in per_seed),
                      "wall_time": statistics.median(r["process_wall_time"] for r in per_seed)})
@@ -132,7 +128,7 @@ def ablation(args) -> dict:
         runs = {f"abl-{env}-{label}-s{seed}".replace(" ", "_").replace("(", "").replace(")", "").replace(",", ""):
                 [f"env_id={env}", f"seed={seed}", f"total_timesteps={args.timesteps}", *ov, *args.overrides]
                 for label, ov in ABLATIONS.items() for seed in args.seeds}
-        results = list(run_grid(runs, args.jobs).values())
+        results = list(run_grid(runs, args.jobs, preset=False).values())  # rows vary the plain defaults
         for i, (label, ov) in enumerate(ABLATIONS.items()):
             per_seed = results[i * len(args.seeds):(i + 1) * len(args.seeds)]
             ret_mean, ret_std = mean_std([r["eval_mean"] for r in per_seed])
@@ -226,6 +222,9 @@ def write_results_md() -> None:
                 parts.append(f"| {r['env']} | {r.get('config', 'defaults')} | {r['return_mean']:.0f} ± "
                              f"{r['return_std']:.0f} | {r['per_seed']} | "
                              f"{r['target']} | {r['steps_per_second']:.0f} | {r['wall_time']:.0f} s |")
+            commands = sorted({r["command"] for r in data["rows"] if "command" in r})
+            if len(commands) > 1:
+                parts += ["", "Rows come from: " + "; ".join(f"`{c}`" for c in commands)]
             parts += [""] + [f"![{r['env']}](learning_{r['env']}.png)" for r in data["rows"]]
         elif kind == "ablation":
             parts += ["| env | variant | overrides | return (mean ± std) | per seed | steps/s |", "|---|---|---|---|---|---|"]
@@ -269,8 +268,17 @@ def main(argv=None) -> int:
         args.envs, args.seeds = args.envs or defaults[0], args.seeds or defaults[1]
         args.timesteps = args.timesteps or defaults[2]
         data = {"learning": learning, "ablation": ablation, "throughput": throughput}[args.kind](args)
-        data.update(command="python -m pipelines.benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
-                    machine=machine(), date=time.strftime("%Y-%m-%d"))
+        command = "python -m pipelines.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
+        data.update(command=command, machine=machine(), date=time.strftime("%Y-%m-%d"))
+        previous = OUT / f"{args.kind}.json"
+        if args.kind == "learning" and previous.exists():  # a rerun of some envs keeps the other envs' rows
+            old = json.loads(previous.read_text())
+            for row in old["rows"]:
+                row.setdefault("command", old["command"])
+            for row in data["rows"]:
+                row["command"] = command
+            kept = [r for r in old["rows"] if r["env"] not in args.envs]
+            data["rows"] = sorted(kept + data["rows"], key=lambda r: ENVS.index(r["env"]) if r["env"] in ENVS else 99)
         (OUT / f"{args.kind}.json").write_text(json.dumps(data, indent=2))
     write_results_md()
     print((OUT / "RESULTS.md").read_text())

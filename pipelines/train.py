@@ -1,6 +1,6 @@
 """aeon-train: train PPO from defaults + a config file + ``key=value`` overrides.
 
-    aeon-train                                   # HalfCheetah-v5, 1M steps, default config
+    aeon-train                                   # HalfCheetah-v5, 1M steps, default config + its preset
     aeon-train env_id=Hopper-v5 lr=1e-4 seed=3    # overrides (flat, nested ppo.clip_epsilon=0.3, or seed keys)
     aeon-train --config my.yaml --run-dir runs/x  # a YAML/JSON config file
     aeon-train --resume runs/x                    # continue from runs/x/checkpoint.pt
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from aeon_trl.checkpoint import CheckpointError, load_checkpoint
-from aeon_trl.config import Config, ConfigError
+from aeon_trl.config import Config, ConfigError, preset_path
 from aeon_trl.trainer import NonFiniteError, Trainer
 
 CHECKPOINT = "checkpoint.pt"
@@ -35,6 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", help="YAML/JSON config file (nested or flat keys)")
     parser.add_argument("--run-dir", help="run folder (default: <run_dir>/<env_id>-s<seed>-<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="resume the run in RUN_DIR from its checkpoint")
+    parser.add_argument("--no-preset", action="store_true", help="ignore the env's shipped preset (plain defaults)")
     return parser.parse_args(argv)
 
 
@@ -44,8 +45,14 @@ def build_config(args: argparse.Namespace) -> tuple[Config, Path, dict | None]:
         run_dir = Path(args.resume)
         state = load_checkpoint(run_dir / CHECKPOINT)
         return Config.from_dict(state["config"]).with_overrides(args.overrides), run_dir, state
-    cfg = Config.load(args.config) if args.config else Config()
-    cfg = cfg.with_overrides(args.overrides)
+    if args.config:
+        cfg = Config.load(args.config).with_overrides(args.overrides)
+    else:  # defaults, then the env's shipped preset if any, then the overrides
+        env_id = Config().with_overrides(args.overrides).env.env_id
+        preset = None if args.no_preset else preset_path(env_id)
+        cfg = (Config.load(preset) if preset else Config()).with_overrides(args.overrides)
+        if preset:
+            print(f"aeon-train: using the preset {preset.name} for {env_id} (--config replaces it)", file=sys.stderr)
     run_dir = Path(args.run_dir) if args.run_dir else \
         Path(cfg.train.run_dir) / f"{cfg.env.env_id}-s{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg, run_dir, None
