@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib.util
 import os
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -51,7 +53,12 @@ def resolve_backend(cfg: Config) -> str:
     if cfg.env.env_backend != "auto":
         return cfg.env.env_backend
     from aeon_trl.envpool_env import envpool_supports
-    return "envpool" if envpool_supports(cfg.env.env_id) else "gymnasium"
+    if envpool_supports(cfg.env.env_id):
+        return "envpool"
+    if importlib.util.find_spec("envpool") is None:
+        warnings.warn("envpool is not installed on this platform: env_backend=auto falls back to gymnasium's "
+                      "vector env (several times slower; pip install envpool where it is available)", stacklevel=2)
+    return "gymnasium"
 
 
 def make_base_env(cfg: Config, num_envs: int, seed: int, serial: bool = False) -> EnvBase:
