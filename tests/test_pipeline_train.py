@@ -94,3 +94,19 @@ def test_run_without_evaluation(tmp_path):
     overrides = [o for o in TINY if not o.startswith(("eval_episodes", "total_timesteps"))]
     assert main([*overrides, "eval_episodes=0", "total_timesteps=128", "--run-dir", str(tmp_path / "r")]) == 0
     assert json.loads((tmp_path / "r" / "results.json").read_text())["eval_returns"] == []
+
+
+def test_the_env_preset_applies_between_defaults_and_overrides(tmp_path):
+    from pipelines.train import build_config, parse_args
+    cfg, _, _ = build_config(parse_args(["env_id=HalfCheetah-v5"]))
+    assert cfg.model.gating is True  # aeon_trl/presets/HalfCheetah-v5.yaml
+    cfg, _, _ = build_config(parse_args(["env_id=HalfCheetah-v5", "gating=false"]))
+    assert cfg.model.gating is False  # overrides win over the preset
+    cfg, _, _ = build_config(parse_args(["env_id=HalfCheetah-v5", "--no-preset"]))
+    assert cfg.model.gating is False
+    cfg, _, _ = build_config(parse_args(["env_id=Hopper-v5"]))
+    assert cfg.model.gating is False  # no preset shipped for Hopper
+    own = tmp_path / "own.yaml"
+    own.write_text("lr: 0.001\n")
+    cfg, _, _ = build_config(parse_args(["env_id=HalfCheetah-v5", "--config", str(own)]))
+    assert cfg.model.gating is False and cfg.optim.lr == 0.001  # --config replaces defaults + preset
