@@ -79,7 +79,8 @@ def train_run(name: str, overrides: list[str], jobs: int, preset: bool = True) -
     results["process_wall_time"] = wall
     results["history"] = json.loads((run_dir / "history.json").read_text())
     results.pop("config", None)
-    print(f"  {name}: eval {results['eval_mean']:.1f}, {results['steps_per_second']:.0f} steps/s", flush=True)
+    evaluation = f"eval {results['eval_mean']:.1f}, " if results["eval_returns"] else ""
+    print(f"  {name}: {evaluation}{results['steps_per_second']:.0f} steps/s", flush=True)
     return results
 
 
