@@ -291,6 +291,14 @@ class Trainer:
             self.env.close()
 
 
+def results_record(summary: dict, cfg: Config, eval_returns: list[float]) -> dict:
+    """The results.json schema every entry point writes: the train summary, the final evaluation, the config."""
+    return {**summary, "env_id": cfg.env.env_id, "seed": cfg.train.seed, "eval_returns": eval_returns,
+            "eval_mean": float(np.mean(eval_returns)) if eval_returns else None,
+            "eval_std": float(np.std(eval_returns)) if eval_returns else None,
+            "config": cfg.to_dict()}
+
+
 def _episode_limit(env_id: str, override: int) -> int:
     import gymnasium as gym
     return override or gym.spec(env_id).max_episode_steps or 1000

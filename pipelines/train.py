@@ -20,7 +20,7 @@ import numpy as np
 
 from aeon_trl.checkpoint import CheckpointError, load_checkpoint
 from aeon_trl.config import Config, ConfigError, preset_path
-from aeon_trl.trainer import NonFiniteError, Trainer
+from aeon_trl.trainer import NonFiniteError, Trainer, results_record
 
 CHECKPOINT = "checkpoint.pt"
 LOGGED = ("episode_return", "steps_per_second", "collect_fps", "loss_objective", "loss_critic", "loss_entropy",
@@ -117,11 +117,7 @@ def run(cfg: Config, run_dir: Path, resume_state: dict | None = None) -> dict:
     finally:
         bar.close()
         trainer.close()
-    results = {**summary, "env_id": cfg.env.env_id, "seed": cfg.train.seed,
-               "eval_returns": eval_returns,
-               "eval_mean": float(np.mean(eval_returns)) if eval_returns else None,
-               "eval_std": float(np.std(eval_returns)) if eval_returns else None,
-               "config": cfg.to_dict()}
+    results = results_record(summary, cfg, eval_returns)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     (run_dir / "history.json").write_text(json.dumps(trainer.history))
     plot_learning_curve(trainer.history, run_dir / "learning_curve.png",

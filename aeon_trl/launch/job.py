@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import submitit
 import torch
 
@@ -285,15 +284,13 @@ class TrainJob(submitit.helpers.Checkpointable):
         if not ctx.is_main:
             print(f"[aeon rank {ctx.rank}] done: param_digest {digest}", flush=True)
             return {"rank": ctx.rank, "world_size": world, "param_digest": digest, "timesteps": trainer.frames}
+        from aeon_trl.trainer import results_record  # lazily, like Trainer: submitting needs no torchrl import
+
         base = Config.from_dict(self.cfg_dict)
-        results = {**summary, "timesteps": trainer.frames * world,
-                   "steps_per_second": summary["steps_per_second"] * world,
-                   "env_id": base.env.env_id, "seed": base.train.seed,
-                   "eval_returns": eval_returns,
-                   "eval_mean": float(np.mean(eval_returns)) if eval_returns else None,
-                   "eval_std": float(np.std(eval_returns)) if eval_returns else None,
-                   "starts": list(self.starts), "rank": 0, "world_size": world, "param_digest": digest,
-                   "job_id": os.environ.get("SLURM_JOB_ID"), "config": base.to_dict()}
+        global_summary = {**summary, "timesteps": trainer.frames * world,
+                          "steps_per_second": summary["steps_per_second"] * world}
+        results = {**results_record(global_summary, base, eval_returns), "starts": list(self.starts), "rank": 0,
+                   "world_size": world, "param_digest": digest, "job_id": os.environ.get("SLURM_JOB_ID")}
         run_dir = Path(self.run_dir)
         _write_json_atomic(run_dir / RESULTS, results)
         _write_json_atomic(run_dir / "history.json", trainer.history)
