@@ -396,6 +396,9 @@ def write_results_md() -> None:
                       f"{data['process_steps_per_second_median']:,.0f} |",
                       f"| runs (training-loop steps/s) | {[round(x) for x in data['train_steps_per_second']]} |"]
         parts.append("")
+    # Feature benchmarks (their own scripts under pipelines/) each write one section here.
+    for section in sorted((OUT / "sections").glob("*.md")):
+        parts += [section.read_text(), ""]
     extra = OUT / "NOTES.md"
     if extra.exists():
         parts += [extra.read_text()]
