@@ -131,9 +131,18 @@ def load_normalization_state(env: TransformedEnv, state: dict, freeze: bool = Fa
         if key in state:
             if isinstance(t, VecNormV2) and not t.initialized:
                 _init_vecnorm(t, env)
-            t.load_state_dict(state[key])
+            # VecNormV2 adopts the given tensors as its statistics and updates them in place: copy, so the
+            # source (a checkpoint, the training env's live statistics) stays as it is
+            t.load_state_dict(_cloned(state[key]))
         if freeze:
             t.freeze()
+
+
+def _cloned(state):
+    """A copy of a (nested) state dict's tensors; VecNormV2 keeps its statistics in a nested dict."""
+    if isinstance(state, dict):
+        return type(state)((k, _cloned(v)) for k, v in state.items())
+    return state.clone() if torch.is_tensor(state) else state
 
 
 def _init_vecnorm(t: VecNormV2, env: TransformedEnv) -> None:

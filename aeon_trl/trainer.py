@@ -13,13 +13,14 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, ReplayBuffer, SamplerWithoutReplacement
 from torchrl.envs import EnvBase, ExplorationType, TransformedEnv, set_exploration_type
 from torchrl.objectives.value import GAE
 
 from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from aeon_trl import env_state
 from aeon_trl.config import Config
 from aeon_trl.envs import env_dims, load_normalization_state, make_base_env, make_env, normalization_state
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
@@ -86,6 +87,7 @@ class Trainer:
         self.buffer = ReplayBuffer(storage=LazyTensorStorage(cfg.frames_per_batch, device=self.device),
                                    sampler=SamplerWithoutReplacement(), batch_size=cfg.train.batch_size)
         self._collector: Collector | None = None
+        self._resumed_env: dict | None = None  # env-side state of a loaded checkpoint, applied by collect()
         self.frames = 0
         self.total_timesteps = cfg.train.total_timesteps  # the horizon of the lr/entropy schedules
         self.iteration = 0
@@ -99,10 +101,16 @@ class Trainer:
     def collect(self) -> TensorDictBase:
         """One on-policy batch ``[num_envs, steps_per_env]``; the collector starts on first use."""
         if self._collector is None:
-            self._collector = Collector(
-                self.env, self.actor, frames_per_batch=self.cfg.frames_per_batch, total_frames=-1,
-                policy_device=self.device, storing_device=self.device, env_device="cpu")
+            # The collector's construction draws from torch's RNG; a resumed run builds it again, so keep
+            # the stream untouched to sample the same actions as the uninterrupted run.
+            with torch.random.fork_rng(devices=[]):
+                self._collector = Collector(
+                    self.env, self.actor, frames_per_batch=self.cfg.frames_per_batch, total_frames=-1,
+                    policy_device=self.device, storing_device=self.device, env_device="cpu")
             self._batches = iter(self._collector)
+            if self._resumed_env is not None:
+                self._restore_env(self._resumed_env)
+                self._resumed_env = None
         batch = next(self._batches)
         for key in (("next", "observation"), ("next", "reward")):  # a NaN obs makes a NaN reward
             if not torch.isfinite(batch.get(key)).all():
@@ -111,6 +119,21 @@ class Trainer:
         done = batch.get(("next", "done")).squeeze(-1)
         self.episode_returns.extend(batch.get(("next", "episode_reward"))[done].flatten().tolist())
         return batch
+
+    def _restore_env(self, saved: dict) -> None:
+        """After the collector's first reset: the checkpoint's statistics (that reset updated them), and where
+        the simulators are in reach, the episodes in flight and the collector's carried TensorDict."""
+        load_normalization_state(self.env, saved["normalization"])
+        if saved.get("simulators") is not None and env_state.capture(self.env) is not None:
+            env_state.restore(self.env, saved["simulators"])
+            # torchrl has no public setter for the TensorDict a collector carries between batches
+            self._collector._carrier.update(TensorDict(saved["carrier"], batch_size=self.env.batch_size))
+
+    def _env_runtime(self) -> dict:
+        if self._collector is None:
+            return {"simulators": None, "carrier": None}
+        return {"simulators": env_state.capture(self.env),
+                "carrier": self._collector._carrier.exclude("collector").to_dict()}
 
     # ---- update -------------------------------------------------------------------------
     def update(self, batch: TensorDictBase) -> dict[str, float]:
@@ -242,6 +265,7 @@ class Trainer:
                 "kl_coef": self.kl_coef.state_dict() if self.kl_coef else {},
             },
             "normalization": normalization_state(self.env),
+            "env_runtime": self._env_runtime(),
             "counters": {"frames": self.frames, "iteration": self.iteration},
             "episode_returns": torch.tensor(self.episode_returns, dtype=torch.float64),
             "history": self.history,
@@ -269,6 +293,7 @@ class Trainer:
         if self.kl_coef and sched["kl_coef"]:
             self.kl_coef.load_state_dict(sched["kl_coef"])
         load_normalization_state(self.env, state["normalization"])
+        self._resumed_env = {"normalization": state["normalization"], **state.get("env_runtime", {})}
         self.frames = state["counters"]["frames"]
         self.iteration = state["counters"]["iteration"]
         self.episode_returns = state["episode_returns"].tolist()

@@ -16,7 +16,8 @@ from aeon_trl.config import Config
 from aeon_trl.launch import ConfigMismatchError, TrainJob
 from aeon_trl.launch.job import PreemptionGuard, config_differences
 
-TINY = {"env_id": "InvertedPendulum-v5", "num_envs": 4, "steps_per_env": 32, "batch_size": 64, "epochs": 1,
+# serial: in-process simulators, whose state the checkpoint holds, so resuming is bitwise exact
+TINY = {"env_id": "InvertedPendulum-v5", "env_backend": "serial", "num_envs": 4, "steps_per_env": 32, "batch_size": 64, "epochs": 1,
         "eval_episodes": 1, "max_episode_steps": 50, "progress": False, "checkpoint_every": 0, "logger": "none",
         "total_timesteps": 512, "lr": 3e-4}
 
@@ -105,6 +106,10 @@ def test_preempted_job_checkpoints_at_an_iteration_boundary_and_resumes(tmp_path
     assert json.loads((run_dir / "results.json").read_text())["starts"] == [0, frames]
     with open(run_dir / "progress.csv") as f:
         assert [int(line.split(",")[0]) for line in f.readlines()[1:]] == list(range(128, 513, 128))
+    # and it ends exactly where an uninterrupted run with the same seed ends
+    straight = TrainJob(TINY, tmp_path / "straight")()
+    assert results["param_digest"] == straight["param_digest"]
+    assert results["eval_returns"] == straight["eval_returns"]
 
 
 def test_resuming_with_a_different_config_is_refused(tmp_path):

@@ -290,7 +290,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         global_summary = {**summary, "timesteps": trainer.frames * world,
                           "steps_per_second": summary["steps_per_second"] * world}
         results = {**results_record(global_summary, base, eval_returns), "starts": list(self.starts), "rank": 0,
-                   "world_size": world, "param_digest": digest, "job_id": os.environ.get("SLURM_JOB_ID")}
+                   "world_size": world, "param_digest": digest, "job_id": _job_id()}
         run_dir = Path(self.run_dir)
         _write_json_atomic(run_dir / RESULTS, results)
         _write_json_atomic(run_dir / "history.json", trainer.history)
@@ -345,6 +345,14 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
+
+
+def _job_id() -> str | None:
+    """The submitit job id (SLURM's, or the local executor's), else a plain sbatch job's."""
+    try:
+        return submitit.JobEnvironment().job_id
+    except RuntimeError:  # not started by submitit
+        return os.environ.get("SLURM_JOB_ID")
 
 
 def _requeue_handler(job: TrainJob):
