@@ -29,7 +29,7 @@ class EnvConfig:
     # "auto" picks envpool when it ships the id, else gymnasium's vector env inside one torchrl GymEnv;
     # "serial"/"parallel": torchrl SerialEnv/ParallelEnv of single GymEnvs (slower; for comparison).
     env_backend: str = "auto"
-    env_threads: int = 0  # envpool worker threads; 0 = one per CPU core
+    env_threads: int = 0  # envpool worker threads; 0 = the CPUs this process may use (SLURM allocation)
     norm_obs: bool = True
     norm_reward: bool = True
     obs_clip: float = 10.0

@@ -61,6 +61,15 @@ def resolve_backend(cfg: Config) -> str:
     return "gymnasium"
 
 
+def available_cpus() -> int:
+    """The CPUs this process may use: SLURM's allocation (``--cpus-per-task``), else the affinity mask
+    (cgroups, taskset), not the machine's core count that ``os.cpu_count()`` reports inside a job."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
+    if slurm and slurm.isdigit():
+        return int(slurm)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def make_base_env(cfg: Config, num_envs: int, seed: int, serial: bool = False) -> EnvBase:
     """``serial`` steps gymnasium envs in this process (``SerialEnv``) instead of gymnasium's
     subprocess vector env, whose start-up (seconds per env) dominates short uses such as evaluation."""
@@ -68,7 +77,7 @@ def make_base_env(cfg: Config, num_envs: int, seed: int, serial: bool = False) -
     check_env_id(env_id)
     if resolve_backend(cfg) == "envpool":
         from aeon_trl.envpool_env import EnvPoolEnv
-        threads = cfg.env.env_threads or os.cpu_count() or 1
+        threads = cfg.env.env_threads or available_cpus()
         return EnvPoolEnv(env_id, num_envs, seed=seed, num_threads=min(threads, num_envs),
                           max_episode_steps=cfg.env.max_episode_steps or None)
     kwargs = {"max_episode_steps": cfg.env.max_episode_steps} if cfg.env.max_episode_steps else {}

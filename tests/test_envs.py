@@ -2,6 +2,7 @@
 ReturnScaling against a naive loop, and action clipping that the env sees but the loss does not."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -227,3 +228,11 @@ def test_env_gets_clipped_actions_while_the_batch_keeps_the_policy_action():
     torch.testing.assert_close(received, policy_action.clamp(_RecordingEnv.LOW, _RecordingEnv.HIGH))
     # The loss's log-prob belongs to the unclipped sample, which is what the batch holds.
     assert not torch.equal(received, policy_action)
+
+
+def test_envpool_threads_default_to_the_cpus_slurm_allocates(monkeypatch):
+    from aeon_trl.envs import available_cpus
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert available_cpus() == 3
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert available_cpus() == len(os.sched_getaffinity(0))
