@@ -204,6 +204,11 @@ class Config:
         for item in dotlist:
             if "=" not in item:
                 raise ConfigError(f"override '{item}' is not of the form key=value (e.g. lr=3e-4)")
+        # A leaf named like its section (`curiosity=true`) goes in as `curiosity.curiosity=true`: OmegaConf
+        # would otherwise drop it when `curiosity.<key>=...` is in the same list.
+        owner = _leaf_owner()
+        dotlist = [f"{key}.{item}" if key in SECTIONS and key in owner else item
+                   for item, key in ((item, item.split("=", 1)[0]) for item in dotlist)]
         parsed = OmegaConf.to_container(OmegaConf.from_dotlist(list(dotlist)), resolve=True)
         return Config.from_dict(parsed, base=self)
 

@@ -34,24 +34,28 @@ def _linear_transitions(n, offset=0.0, seed=0):
 
 @pytest.fixture(scope="module")
 def trained_icm():
+    torch.set_num_threads(1)  # tiny networks: a second thread only adds contention
     torch.manual_seed(0)
     icm = CuriosityModule(3, 1, feature_dim=16, lr=3e-3)
     s, a, s2 = _linear_transitions(256)
+    before = icm.get_intrinsic_reward(s, a, s2)
     losses = [icm.update(s, a, s2) for _ in range(300)]
-    return icm, losses
+    return icm, losses, before
 
 
 def test_reward_higher_on_novel_than_on_repeated_transitions(trained_icm):
-    icm, _ = trained_icm
+    icm, _, before = trained_icm
     repeated = icm.get_intrinsic_reward(*_linear_transitions(256))
     novel = icm.get_intrinsic_reward(*_linear_transitions(256, offset=3.0, seed=1))
     assert repeated.shape == novel.shape == (256,)
-    assert novel.mean() > 5 * repeated.mean()
+    assert novel.mean() > 2.5 * repeated.mean()
+    # The repeated transitions lost their novelty (the running std only grows here, so this is conservative).
+    assert repeated.mean() < 0.5 * before.mean()
     assert icm.get_intrinsic_reward(np.zeros(3), np.zeros(1), np.zeros(3)).shape == ()  # one transition
 
 
 def test_forward_and_inverse_losses_decrease(trained_icm):
-    _, losses = trained_icm
+    _, losses, _ = trained_icm
     for key in ("loss_forward", "loss_inverse"):
         first = np.mean([step[key] for step in losses[:10]])
         last = np.mean([step[key] for step in losses[-10:]])
@@ -97,7 +101,7 @@ def test_transform_keys_and_reward_formula_on_a_collector_batch():
     torch.testing.assert_close(nxt["intrinsic_reward"], expected_intrinsic)
     torch.testing.assert_close(nxt["extrinsic_reward"], ext)
     torch.testing.assert_close(nxt["reward"], ext + 0.3 * expected_intrinsic)
-    assert nxt["intrinsic_reward"].std() == pytest.approx(1.0, rel=0.05)  # normalized by its own std
+    assert nxt["intrinsic_reward"].std(correction=0) == pytest.approx(1.0, rel=1e-3)  # normalized by its own std
 
 
 def test_transform_inside_an_env():
@@ -185,7 +189,7 @@ def test_sparse_half_cheetah_id_and_reward():
         assert env.spec.max_episode_steps == 1000
     finally:
         env.close()
-    cfg = Config.from_dict({"env_id": SPARSE_HALF_CHEETAH, "num_envs": 2, "env_threads": 1})
+    cfg = Config.from_dict({"env_id": SPARSE_HALF_CHEETAH, "num_envs": 2, "batch_size": 64, "env_threads": 1})
     assert resolve_backend(cfg) == "gymnasium"  # envpool does not ship it
     stack = make_env(cfg)
     try:
