@@ -89,7 +89,7 @@ def section(data: dict) -> str:
                               for r in a["runs"])
             lines.append(f"| {t['env_id']} | {t['timesteps']:,} | {t['meaning']} | {arm} | {a['reached']}/{a['seeds']} "
                          f"| {per_seed} | {a['eval_mean']:.1f} | {steps} |")
-    lines += [""] + [f"![{t['env_id']}](../curiosity_{task}.png)" for task, t in data["tasks"].items()]
+    lines += [""] + [f"![{t['env_id']}](curiosity_{task}.png)" for task, t in data["tasks"].items()]  # RESULTS.md-relative
     if data.get("notes"):
         lines += ["", *[f"- {n}" for n in data["notes"]]]
     return "\n".join(lines) + "\n"

@@ -33,10 +33,14 @@ class ICMNetworks(nn.Module):
         # The forward model does not train the encoder (phi is detached): a shared gradient would let it
         # shrink the features to make prediction trivial; the inverse model alone shapes them.
         pred_next_phi = self.forward_model(torch.cat([phi.detach(), action], -1))
-        pred_action = self.inverse_model(torch.cat([phi, next_phi], -1))
-        return next_phi, pred_next_phi, pred_action
+        return next_phi, pred_next_phi, self.inverse_model(torch.cat([phi, next_phi], -1))
+
+    @staticmethod
+    def forward_error(pred_next_phi: torch.Tensor, next_phi: torch.Tensor) -> torch.Tensor:
+        """``0.5 * ||phi_hat(s') - phi(s')||^2`` per transition, shape ``[..., 1]`` (the target is not trained)."""
+        return 0.5 * (pred_next_phi - next_phi.detach()).pow(2).sum(-1, keepdim=True)
 
     def prediction_error(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        """``0.5 * ||phi_hat(s') - phi(s')||^2`` per transition, shape ``[..., 1]``."""
-        next_phi, pred_next_phi, _ = self(obs, action, next_obs)
-        return 0.5 * (pred_next_phi - next_phi.detach()).pow(2).sum(-1, keepdim=True)
+        """The forward model's error on transitions, without the inverse model."""
+        next_phi = self.encoder(next_obs)
+        return self.forward_error(self.forward_model(torch.cat([self.encoder(obs), action], -1)), next_phi)

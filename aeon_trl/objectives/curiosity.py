@@ -44,7 +44,7 @@ class CuriosityLoss(LossModule):
         keys = self.tensor_keys
         obs, action = tensordict.get(keys.observation), tensordict.get(keys.action)
         next_phi, pred_next_phi, pred_action = self.icm(obs, action, tensordict.get(keys.next_observation))
-        forward_error = 0.5 * (pred_next_phi - next_phi.detach()).pow(2).sum(-1)
-        inverse_error = (pred_action - action).pow(2).sum(-1)
+        forward_error = self.icm.forward_error(pred_next_phi, next_phi)
+        inverse_error = (pred_action - action).pow(2).sum(-1, keepdim=True)
         return TensorDict({"loss_forward": self.beta * forward_error.mean(),
                            "loss_inverse": (1 - self.beta) * inverse_error.mean()}, batch_size=[])
