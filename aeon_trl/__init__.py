@@ -9,10 +9,14 @@ from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.optim.lookahead import Lookahead
 from aeon_trl.optim.schedules import AdaptiveClipper
 from aeon_trl.ppo import AdvancedPPO
+from aeon_trl.sparse_envs import register_sparse_envs
 from aeon_trl.trainer import NonFiniteError, Trainer
+from aeon_trl.transforms.curiosity import CuriosityModule, CuriosityTransform
+
+register_sparse_envs()  # aeon/SparseHalfCheetah-v5 for env_id=...
 
 __all__ = [
     "AdaptiveActorCritic", "AdaptiveClipper", "AdvancedClipPPOLoss", "AdvancedPPO", "CheckpointError", "Config",
-    "ConfigError", "Lookahead", "NonFiniteError", "Trainer", "adaptive_normalize", "compute_gae", "make_env",
-    "make_ppo_operators",
+    "ConfigError", "CuriosityModule", "CuriosityTransform", "Lookahead", "NonFiniteError", "Trainer",
+    "adaptive_normalize", "compute_gae", "make_env", "make_ppo_operators",
 ]

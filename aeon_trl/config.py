@@ -98,6 +98,19 @@ class TrainConfig:
     progress: bool = True
 
 
+@dataclass
+class CuriosityConfig:
+    """ICM intrinsic reward (Pathak et al. 2017); ``curiosity=true`` switches it on."""
+
+    curiosity: bool = False
+    curiosity_coef: float = 0.1  # weight of the (std-normalized) intrinsic reward in the combined reward
+    curiosity_coef_end: float = -1.0  # < 0: no decay; else linear decay to this value over the run
+    curiosity_eta: float = 1.0  # the paper's scale eta of r_i = eta/2 * ||phi_hat(s') - phi(s')||^2
+    curiosity_beta: float = 0.2  # forward vs inverse loss weight (the paper's beta)
+    curiosity_lr: float = 1e-3
+    curiosity_feature_dim: int = 32
+
+
 PRESETS = Path(__file__).parent / "presets"
 
 
@@ -107,7 +120,8 @@ def preset_path(env_id: str) -> Path | None:
     return path if path.is_file() else None
 
 
-SECTIONS = {"env": EnvConfig, "model": ModelConfig, "ppo": PPOConfig, "optim": OptimConfig, "train": TrainConfig}
+SECTIONS = {"env": EnvConfig, "model": ModelConfig, "ppo": PPOConfig, "optim": OptimConfig, "train": TrainConfig,
+            "curiosity": CuriosityConfig}
 
 # The seed's names (and a few common ones from SB3/CleanRL) mapped onto ours.
 ALIASES = {
@@ -144,6 +158,7 @@ class Config:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    curiosity: CuriosityConfig = field(default_factory=CuriosityConfig)
 
     def __post_init__(self):
         self.validate()
@@ -155,7 +170,7 @@ class Config:
         tree = (base or cls()).to_dict()
         owner = _leaf_owner()
         for key, value in (data or {}).items():
-            if key in SECTIONS:
+            if key in SECTIONS and (isinstance(value, Mapping) or key not in owner):  # `curiosity`: both
                 if not isinstance(value, Mapping):
                     raise ConfigError(f"config section '{key}' must be a mapping, got {value!r}")
                 for sub, sub_value in value.items():
@@ -189,6 +204,11 @@ class Config:
         for item in dotlist:
             if "=" not in item:
                 raise ConfigError(f"override '{item}' is not of the form key=value (e.g. lr=3e-4)")
+        # A leaf named like its section (`curiosity=true`) goes in as `curiosity.curiosity=true`: OmegaConf
+        # would otherwise drop it when `curiosity.<key>=...` is in the same list.
+        owner = _leaf_owner()
+        dotlist = [f"{key}.{item}" if key in SECTIONS and key in owner else item
+                   for item, key in ((item, item.split("=", 1)[0]) for item in dotlist)]
         parsed = OmegaConf.to_container(OmegaConf.from_dotlist(list(dotlist)), resolve=True)
         return Config.from_dict(parsed, base=self)
 
@@ -203,7 +223,7 @@ class Config:
 
     # ---- validation ---------------------------------------------------------------------
     def validate(self) -> None:
-        e, m, p, o, t = self.env, self.model, self.ppo, self.optim, self.train
+        e, m, p, o, t, c = self.env, self.model, self.ppo, self.optim, self.train, self.curiosity
         _check(e.num_envs >= 1, "num_envs", e.num_envs, "must be >= 1")
         _check(e.env_threads >= 0, "env_threads", e.env_threads, "must be >= 0 (0 = all cores)")
         _check(e.obs_clip > 0, "obs_clip", e.obs_clip, "must be > 0")
@@ -240,6 +260,12 @@ class Config:
         _check(t.torch_threads >= 0, "torch_threads", t.torch_threads, "must be >= 0 (0 = torch's default)")
         _check(t.eval_episodes >= 0, "eval_episodes", t.eval_episodes, "must be >= 0")
         _check(t.checkpoint_every >= 0, "checkpoint_every", t.checkpoint_every, "must be >= 0")
+        _check(c.curiosity_coef >= 0, "curiosity_coef", c.curiosity_coef, "must be >= 0; 0.01-1 is usual")
+        _check(c.curiosity_eta > 0, "curiosity_eta", c.curiosity_eta, "must be > 0")
+        _check(0 <= c.curiosity_beta <= 1, "curiosity_beta", c.curiosity_beta,
+               "must be in [0, 1] (weight of the forward loss; the paper uses 0.2)")
+        _check(c.curiosity_lr > 0, "curiosity_lr", c.curiosity_lr, "must be > 0")
+        _check(c.curiosity_feature_dim >= 1, "curiosity_feature_dim", c.curiosity_feature_dim, "must be >= 1")
         for key, allowed in CHOICES.items():
             value = getattr(self._section_of(key), key)
             _check(value in allowed, key, value, f"must be one of {list(allowed)}")

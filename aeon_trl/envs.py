@@ -81,6 +81,8 @@ def make_base_env(cfg: Config, num_envs: int, seed: int, serial: bool = False) -
         return EnvPoolEnv(env_id, num_envs, seed=seed, num_threads=min(threads, num_envs),
                           max_episode_steps=cfg.env.max_episode_steps or None)
     kwargs = {"max_episode_steps": cfg.env.max_episode_steps} if cfg.env.max_episode_steps else {}
+    if env_id.startswith("aeon/"):  # registered on `import aeon_trl`: gymnasium imports it first in vector-env workers
+        env_id = f"aeon_trl:{env_id}"
     make_one = functools.partial(GymEnv, env_id, **kwargs)
     backend = "serial" if serial else resolve_backend(cfg)
     if backend == "serial":

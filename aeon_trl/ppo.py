@@ -2,6 +2,12 @@
 
     ppo = AdvancedPPO("HalfCheetah-v5", {"lr": 3e-4, "clip_range": 0.2})
     ppo.train(total_timesteps=1_000_000)
+
+or from the user's own env loop (one PPO update per full batch):
+
+    action = ppo.get_action(state)
+    next_state, reward, terminated, truncated, _ = env.step(action)
+    ppo.store(state, action, reward, next_state, terminated or truncated, truncated=truncated)
 """
 from __future__ import annotations
 
@@ -77,6 +83,9 @@ class AdvancedPPO:
             make_eval = _no_eval_env
         self.trainer = Trainer(self.config, env=make_env(self.config, base_env=base), eval_env_fn=make_eval)
 
+    _stored: list | None = None  # store()'s transitions of the batch being filled
+    _stored_returns: torch.Tensor | None = None  # store()'s per-env running episode returns
+
     def train(self, total_timesteps: int | None = None) -> dict:
         """Train; returns episodes, best_reward, final_avg_reward, timesteps, wall_time, steps_per_second."""
         return self.trainer.train(total_timesteps)
@@ -84,9 +93,8 @@ class AdvancedPPO:
     @torch.no_grad()
     def get_action(self, state: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Action(s) for raw observation(s) ``[obs_dim]`` or ``[B, obs_dim]``, as numpy."""
-        obs = torch.as_tensor(np.asarray(state), dtype=torch.float32, device=self.trainer.device)
-        single = obs.ndim == 1
-        obs = self._normalize(obs.reshape(-1, obs.shape[-1]))
+        single = np.ndim(state) == 1
+        obs = self._as_obs(state)
         td = TensorDict({"observation": obs}, batch_size=obs.shape[:1])
         mode = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
         with set_exploration_type(mode):
@@ -94,6 +102,52 @@ class AdvancedPPO:
         low, high = self.trainer.env.action_spec.space.low, self.trainer.env.action_spec.space.high
         action = action.clamp(low.min().item(), high.max().item()).cpu().numpy()
         return action[0] if single else action
+
+    @torch.no_grad()
+    def store(self, state, action, reward, next_state, done, truncated=False) -> dict | None:
+        """Add a transition from your own env loop (or one per env: a leading batch dim ``B``). Each time
+        ``frames_per_batch`` frames are stored, runs one PPO update on them through the trainer's update path
+        (curiosity, GAE, minibatch epochs, schedules) and returns its metrics; otherwise returns None.
+
+        ``done``: the episode ended; ``truncated``: it ended by a time limit (GAE then bootstraps from
+        ``next_state``). Observations are normalized as ``get_action`` does; rewards are used as given.
+        """
+        obs, next_obs = self._as_obs(state), self._as_obs(next_state)
+        n = obs.shape[0]
+        if self.config.frames_per_batch % n:
+            raise ValueError(f"store() got {n} transitions at once, which does not divide the batch of "
+                             f"{self.config.frames_per_batch} frames (num_envs * steps_per_env): pick num_envs and "
+                             "steps_per_env so that it does")
+        as_col = lambda x, dtype: torch.as_tensor(np.asarray(x), dtype=dtype, device=self.trainer.device).reshape(n, 1)
+        action = torch.as_tensor(np.asarray(action), dtype=torch.float32, device=self.trainer.device).reshape(n, -1)
+        reward, done, truncated = as_col(reward, torch.float32), as_col(done, torch.bool), as_col(truncated, torch.bool)
+        step = TensorDict({"observation": obs, "action": action,
+                           "next": {"observation": next_obs, "reward": reward, "done": done | truncated,
+                                    "terminated": done & ~truncated, "truncated": truncated}}, batch_size=[n])
+        # The log-prob under the policy that acted: the policy changes only between batches.
+        step.set("action_log_prob", self.trainer.actor.get_dist(step).log_prob(action))
+        if self._stored is None or self._stored_returns.shape[0] != n:
+            self._stored, self._stored_returns = [], torch.zeros(n, device=self.trainer.device)
+        self._stored.append(step)
+        self._stored_returns += reward.squeeze(-1)
+        ended = (done | truncated).squeeze(-1)
+        self.trainer.episode_returns.extend(self._stored_returns[ended].tolist())
+        self._stored_returns[ended] = 0.0
+        if len(self._stored) * n < self.config.frames_per_batch:
+            return None
+        batch, self._stored = torch.stack(self._stored, dim=1), []  # [n, T], as the collector's batches
+        with torch.enable_grad():
+            metrics = self.trainer.update(batch)
+        tr = self.trainer
+        tr.frames += batch.numel()
+        tr.iteration += 1
+        metrics.update(frames=tr.frames, iteration=tr.iteration, episodes=len(tr.episode_returns))
+        tr.history.append(metrics)
+        return metrics
+
+    def _as_obs(self, state) -> torch.Tensor:
+        obs = torch.as_tensor(np.asarray(state), dtype=torch.float32, device=self.trainer.device)
+        return self._normalize(obs.reshape(-1, obs.shape[-1]))
 
     def _normalize(self, obs: torch.Tensor) -> torch.Tensor:
         for t in self.trainer.env.transform:

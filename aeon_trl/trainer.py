@@ -28,6 +28,7 @@ from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.optim.build import build_optimizer
 from aeon_trl.optim.schedules import (AdaptiveClipper, AdaptiveKLCoef, EntropyAnnealing, KLAdaptiveLR,
                                       KLEarlyStop)
+from aeon_trl.transforms.curiosity import CuriosityModule
 
 LOSS_KEYS = ("loss_objective", "loss_critic", "loss_entropy", "loss_kl")
 DIAGNOSTIC_KEYS = ("kl_approx", "clip_fraction", "entropy", "explained_variance")
@@ -84,6 +85,9 @@ class Trainer:
         end = p.entropy_coef_end if p.entropy_coef_end >= 0 else p.entropy_coef
         self.entropy = EntropyAnnealing(p.entropy_coef, end)
         self.early_stop = KLEarlyStop(p.kl_target if p.kl_early_stop else None)
+        # ICM intrinsic reward on each collected batch, before GAE (its own loss and optimizer).
+        self.curiosity = CuriosityModule.from_config(obs_dim, act_dim, cfg.curiosity, self.device) \
+            if cfg.curiosity.curiosity else None
         self.buffer = ReplayBuffer(storage=LazyTensorStorage(cfg.frames_per_batch, device=self.device),
                                    sampler=SamplerWithoutReplacement(), batch_size=cfg.train.batch_size)
         self._collector: Collector | None = None
@@ -141,6 +145,8 @@ class Trainer:
         progress = self.frames / self.total_timesteps
         self.loss.entropy_coeff.fill_(self.entropy.value(progress))
         lr = self.lr_schedule.anneal(progress)
+        curiosity_metrics = {} if self.curiosity is None else \
+            self.curiosity.process(batch, progress, cfg.train.batch_size)  # ("next", "reward") += coef * r_i
         with torch.no_grad():
             # Values of s and s' (all ensemble heads: value clipping needs the old per-head values),
             # then GAE reads them and writes advantage and value_target.
@@ -190,7 +196,7 @@ class Trainer:
             self.loss.kl_coef.fill_(self.kl_coef.update(metrics["kl_approx"]))
         metrics.update(lr=lr, epochs_run=epoch + 1, clip_epsilon=self.loss.clip_epsilon.item(),
                        kl_coef=self.loss.kl_coef.item(), entropy_coef=self.loss.entropy_coeff.item(),
-                       value_std=batch.get("state_value_std").mean().item())
+                       value_std=batch.get("state_value_std").mean().item(), **curiosity_metrics)
         return metrics
 
     # ---- the loop -----------------------------------------------------------------------
@@ -266,6 +272,7 @@ class Trainer:
             },
             "normalization": normalization_state(self.env),
             "env_runtime": self._env_runtime(),
+            "curiosity": self.curiosity.state_dict() if self.curiosity else {},
             "counters": {"frames": self.frames, "iteration": self.iteration},
             "episode_returns": torch.tensor(self.episode_returns, dtype=torch.float64),
             "history": self.history,
@@ -294,6 +301,8 @@ class Trainer:
             self.kl_coef.load_state_dict(sched["kl_coef"])
         load_normalization_state(self.env, state["normalization"])
         self._resumed_env = {"normalization": state["normalization"], **state.get("env_runtime", {})}
+        if self.curiosity and state.get("curiosity"):
+            self.curiosity.load_state_dict(state["curiosity"])
         self.frames = state["counters"]["frames"]
         self.iteration = state["counters"]["iteration"]
         self.episode_returns = state["episode_returns"].tolist()

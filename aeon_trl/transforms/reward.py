@@ -13,6 +13,17 @@ from tensordict import TensorDictBase
 from torchrl.envs.transforms import Transform
 
 
+def merge_moments(mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor, batch: torch.Tensor) -> None:
+    """Chan et al.'s parallel merge of the running (mean, var, count) buffers with a batch's moments, in place."""
+    batch = batch.double().flatten()
+    b_mean, b_var, b_count = batch.mean(), batch.var(correction=0), batch.numel()
+    delta, total = b_mean - mean, count + b_count
+    m2 = var * count + b_var * b_count + delta.pow(2) * count * b_count / total
+    mean.copy_(mean + delta * b_count / total)
+    var.copy_(m2 / total)
+    count.copy_(total)
+
+
 class ReturnScaling(Transform):
     """Divides ``reward`` by sqrt(running var of the per-env discounted return), then clips it."""
 
@@ -31,14 +42,7 @@ class ReturnScaling(Transform):
         return self
 
     def _update(self, batch: torch.Tensor) -> None:
-        """Chan et al.'s parallel merge of (mean, var, count) with a batch's moments."""
-        batch = batch.double().flatten()
-        b_mean, b_var, b_count = batch.mean(), batch.var(correction=0), batch.numel()
-        delta, total = b_mean - self.mean, self.count + b_count
-        m2 = self.var * self.count + b_var * b_count + delta.pow(2) * self.count * b_count / total
-        self.mean.copy_(self.mean + delta * b_count / total)
-        self.var.copy_(m2 / total)
-        self.count.copy_(total)
+        merge_moments(self.mean, self.var, self.count, batch)
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         reward = next_tensordict.get(self.in_keys[0])

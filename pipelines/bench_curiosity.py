@@ -1,0 +1,126 @@
+"""Curiosity benchmark: sparse-reward tasks with and without the ICM intrinsic reward, same budget and seeds.
+
+    python -m pipelines.bench_curiosity --tasks mcc cheetah [--mcc-seeds 0 1 2 3 4] [--cheetah-seeds 0 1 2]
+
+Each run is one ``aeon-train`` process (``train_run``, env preset on); the no-curiosity arm is the same config
+with ``curiosity=false``. A run "reaches the goal" when its final deterministic evaluation (10 episodes) has a
+mean return >= the task's threshold. Writes benchmarks/curiosity.json (tasks run earlier are kept),
+benchmarks/curiosity_<task>.png and benchmarks/sections/curiosity.md, then regenerates RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from aeon_trl.sparse_envs import SPARSE_HALF_CHEETAH
+from pipelines.benchmark import OUT, machine, train_run, write_results_md
+
+# task -> (env id, goal threshold on the eval mean return, what the threshold means)
+TASKS = {
+    "mcc": ("MountainCarContinuous-v0", 90.0, "eval mean return >= 90 (the car reaches the flag)"),
+    "cheetah": (SPARSE_HALF_CHEETAH, 100.0, "eval mean return >= 100 (past the 5 m mark by step 900)"),
+}
+ARMS = {"curiosity": ["curiosity=true"], "no curiosity": ["curiosity=false"]}
+
+
+def _finite(x: float) -> float | None:
+    return x if np.isfinite(x) else None  # no episode finished yet: JSON null, not NaN
+
+
+def first_reach(history: list[dict], threshold: float) -> int | None:
+    """Env steps at which the training return (last 20 episodes) first reached the threshold."""
+    return next((h["frames"] for h in history if h["episode_return"] >= threshold), None)
+
+
+def run_task(task: str, seeds: list[int], timesteps: int) -> dict:
+    env_id, threshold, meaning = TASKS[task]
+    arms = {}
+    for arm, overrides in ARMS.items():
+        runs = []
+        for seed in seeds:
+            name = f"curiosity-{task}-{arm.replace(' ', '_')}-s{seed}"
+            r = train_run(name, [f"env_id={env_id}", f"seed={seed}", f"total_timesteps={timesteps}", "env_threads=1",
+                                 "torch_threads=1", *overrides], jobs=1, preset=True)
+            runs.append({"seed": seed, "eval_mean": r["eval_mean"], "reached": r["eval_mean"] >= threshold,
+                         "train_steps_to_threshold": first_reach(r["history"], threshold),
+                         "wall_time": r["process_wall_time"],
+                         "curve": [(h["frames"], _finite(h["episode_return"]), h.get("reward_intrinsic"))
+                                   for h in r["history"]]})
+        arms[arm] = {"runs": runs, "reached": sum(r["reached"] for r in runs), "seeds": len(runs),
+                     "eval_mean": float(np.mean([r["eval_mean"] for r in runs]))}
+    plot(task, env_id, arms, threshold)
+    return {"env_id": env_id, "threshold": threshold, "meaning": meaning, "timesteps": timesteps, "arms": arms}
+
+
+def plot(task: str, env_id: str, arms: dict, threshold: float) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (arm, data) in enumerate(arms.items()):
+        for j, r in enumerate(data["runs"]):
+            frames, returns = [c[0] for c in r["curve"]], [np.nan if c[1] is None else c[1] for c in r["curve"]]
+            ax.plot(frames, returns, color=f"C{i}", alpha=0.7, label=arm if j == 0 else None)
+    ax.axhline(threshold, color="grey", ls="--", lw=1, label="goal threshold")
+    ax.set(xlabel="env steps", ylabel="training episode return (extrinsic)", title=f"{env_id}: PPO +/- ICM curiosity")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(OUT / f"curiosity_{task}.png", dpi=110)
+    plt.close(fig)
+
+
+def section(data: dict) -> str:
+    lines = ["## Curiosity (ICM) on sparse rewards", "",
+             f"- command: `{data['command']}`", f"- machine: {data['machine']} (shared with other jobs)",
+             f"- date: {data['date']}",
+             "- each run: one `aeon-train` process with the env's preset; the no-curiosity arm is the same config "
+             "with `curiosity=false`; returns are the final 10-episode deterministic evaluation (extrinsic reward only)",
+             "", "| task | budget (env steps) | goal | arm | reached goal | eval return per seed | mean | "
+             "steps to goal (training curve) |", "|---|---|---|---|---|---|---|---|"]
+    for task, t in data["tasks"].items():
+        for arm, a in t["arms"].items():
+            per_seed = ", ".join(f"s{r['seed']}: {r['eval_mean']:.1f}" for r in a["runs"])
+            steps = ", ".join("-" if r["train_steps_to_threshold"] is None else f"{r['train_steps_to_threshold'] // 1000}k"
+                              for r in a["runs"])
+            lines.append(f"| {t['env_id']} | {t['timesteps']:,} | {t['meaning']} | {arm} | {a['reached']}/{a['seeds']} "
+                         f"| {per_seed} | {a['eval_mean']:.1f} | {steps} |")
+    lines += [""] + [f"![{t['env_id']}](curiosity_{task}.png)" for task, t in data["tasks"].items()]  # RESULTS.md-relative
+    if data.get("notes"):
+        lines += ["", *[f"- {n}" for n in data["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_curiosity", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--mcc-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--mcc-timesteps", type=int, default=100_000)
+    parser.add_argument("--cheetah-seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--cheetah-timesteps", type=int, default=500_000)
+    parser.add_argument("--note", action="append", default=[], help="a note line for the markdown section")
+    args = parser.parse_args(argv)
+    path = OUT / "curiosity.json"
+    data = json.loads(path.read_text()) if path.exists() else {"tasks": {}}
+    settings = {"mcc": (args.mcc_seeds, args.mcc_timesteps), "cheetah": (args.cheetah_seeds, args.cheetah_timesteps)}
+    for task in args.tasks:
+        data["tasks"][task] = run_task(task, *settings[task])
+        data["tasks"][task]["command"] = "python -m pipelines.bench_curiosity " + " ".join(
+            argv if argv is not None else sys.argv[1:])
+    data.update(command="; ".join(sorted({t["command"] for t in data["tasks"].values()})), machine=machine(),
+                date=time.strftime("%Y-%m-%d"), notes=list(dict.fromkeys(data.get("notes", []) + args.note)))
+    path.write_text(json.dumps(data, indent=2))
+    (OUT / "sections").mkdir(exist_ok=True)
+    (OUT / "sections" / "curiosity.md").write_text(section(data))
+    write_results_md()
+    print((OUT / "sections" / "curiosity.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
