@@ -1,6 +1,8 @@
 """aeon_trl: advanced PPO for continuous control, composed from TorchRL / TensorDict components."""
 from aeon_trl.checkpoint import CheckpointError
 from aeon_trl.config import Config, ConfigError
+from aeon_trl.data.dataset import ExperienceDataset
+from aeon_trl.data.demonstrations import DemonstrationBuffer, DemonstrationError
 from aeon_trl.envs import make_env
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.normalize import adaptive_normalize
@@ -13,6 +15,6 @@ from aeon_trl.trainer import NonFiniteError, Trainer
 
 __all__ = [
     "AdaptiveActorCritic", "AdaptiveClipper", "AdvancedClipPPOLoss", "AdvancedPPO", "CheckpointError", "Config",
-    "ConfigError", "Lookahead", "NonFiniteError", "Trainer", "adaptive_normalize", "compute_gae", "make_env",
+    "ConfigError", "DemonstrationBuffer", "DemonstrationError", "ExperienceDataset", "Lookahead", "NonFiniteError", "Trainer", "adaptive_normalize", "compute_gae", "make_env",
     "make_ppo_operators",
 ]

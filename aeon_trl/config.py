@@ -98,6 +98,25 @@ class TrainConfig:
     progress: bool = True
 
 
+@dataclass
+class ReplayConfig:
+    """Prioritized minibatches over the on-policy batch (Schaul et al. 2016, applied to PPO's epochs)."""
+    prioritized: bool = False
+    priority_key: str = "advantage"  # advantage: |GAE advantage|; td_error: the critic's one-step |TD error|
+    priority_alpha: float = 0.6  # P(i) = p_i^alpha / sum_j p_j^alpha; 0 = uniform
+    priority_beta: float = 0.4  # importance-sampling exponent at the start of training ...
+    priority_beta_end: float = 1.0  # ... annealed linearly to this at total_timesteps
+
+
+@dataclass
+class DemoConfig:
+    """Expert demonstrations mixed into the minibatches with a decaying behaviour-cloning term (DAPG)."""
+    demos: str = ""  # demonstration file (.pt) or memmap folder written by aeon-record-demos; "" = off
+    demo_ratio: float = 0.3  # fraction of every minibatch drawn from the demonstrations
+    demo_coef: float = 0.1  # weight of the demo log-likelihood term at iteration 0 ...
+    demo_coef_decay: float = 0.97  # ... multiplied by this every iteration (DAPG's lambda_1)
+
+
 PRESETS = Path(__file__).parent / "presets"
 
 
@@ -107,7 +126,8 @@ def preset_path(env_id: str) -> Path | None:
     return path if path.is_file() else None
 
 
-SECTIONS = {"env": EnvConfig, "model": ModelConfig, "ppo": PPOConfig, "optim": OptimConfig, "train": TrainConfig}
+SECTIONS = {"env": EnvConfig, "model": ModelConfig, "ppo": PPOConfig, "optim": OptimConfig, "train": TrainConfig,
+            "replay": ReplayConfig, "demo": DemoConfig}
 
 # The seed's names (and a few common ones from SB3/CleanRL) mapped onto ours.
 ALIASES = {
@@ -130,6 +150,7 @@ CHOICES = {
     "activation": ("tanh", "relu", "elu", "silu"),
     "optimizer": ("adam", "adamw", "sgd"),
     "logger": ("csv", "tensorboard", "none"),
+    "priority_key": ("advantage", "td_error"),
 }
 
 
@@ -144,6 +165,8 @@ class Config:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
 
     def __post_init__(self):
         self.validate()
@@ -203,7 +226,7 @@ class Config:
 
     # ---- validation ---------------------------------------------------------------------
     def validate(self) -> None:
-        e, m, p, o, t = self.env, self.model, self.ppo, self.optim, self.train
+        e, m, p, o, t, r, d = self.env, self.model, self.ppo, self.optim, self.train, self.replay, self.demo
         _check(e.num_envs >= 1, "num_envs", e.num_envs, "must be >= 1")
         _check(e.env_threads >= 0, "env_threads", e.env_threads, "must be >= 0 (0 = all cores)")
         _check(e.obs_clip > 0, "obs_clip", e.obs_clip, "must be > 0")
@@ -240,6 +263,19 @@ class Config:
         _check(t.torch_threads >= 0, "torch_threads", t.torch_threads, "must be >= 0 (0 = torch's default)")
         _check(t.eval_episodes >= 0, "eval_episodes", t.eval_episodes, "must be >= 0")
         _check(t.checkpoint_every >= 0, "checkpoint_every", t.checkpoint_every, "must be >= 0")
+        _check(r.priority_alpha >= 0, "priority_alpha", r.priority_alpha, "must be >= 0 (0 = uniform sampling)")
+        _check(0 <= r.priority_beta <= 1, "priority_beta", r.priority_beta, "must be in [0, 1]")
+        _check(r.priority_beta <= r.priority_beta_end <= 1, "priority_beta_end", r.priority_beta_end,
+               f"must be in [priority_beta, 1] = [{r.priority_beta}, 1] (beta is annealed toward 1)")
+        _check(0 < d.demo_ratio < 1, "demo_ratio", d.demo_ratio, "must be in (0, 1); 0.1-0.5 is usual")
+        _check(d.demo_coef >= 0, "demo_coef", d.demo_coef, "must be >= 0")
+        _check(0 < d.demo_coef_decay <= 1, "demo_coef_decay", d.demo_coef_decay,
+               "must be in (0, 1] (1 = no decay)")
+        if d.demos:
+            demo_rows = round(t.batch_size * d.demo_ratio)
+            _check(1 <= demo_rows < t.batch_size, "demo_ratio", d.demo_ratio,
+                   f"gives {demo_rows} demo rows in a minibatch of batch_size={t.batch_size}: it must leave at "
+                   "least one demo and one agent row; raise batch_size or change demo_ratio")
         for key, allowed in CHOICES.items():
             value = getattr(self._section_of(key), key)
             _check(value in allowed, key, value, f"must be one of {list(allowed)}")

@@ -145,6 +145,15 @@ def _init_vecnorm(t: VecNormV2, env: TransformedEnv) -> None:
         t.freeze()
 
 
+def normalize_observation(env: TransformedEnv, obs: torch.Tensor, clip: float) -> torch.Tensor:
+    """Raw observations as the policy sees them: the env's current obs normalization and clip (identity
+    before the statistics exist or when ``norm_obs`` is off)."""
+    for t in env.transform:
+        if isinstance(t, VecNormV2) and t.initialized:
+            return ((obs - t.loc["observation"].to(obs)) / t.scale["observation"].to(obs)).clamp(-clip, clip)
+    return obs
+
+
 def env_dims(env: EnvBase) -> tuple[int, int]:
     return int(np.prod(env.observation_spec["observation"].shape[len(env.batch_size):])), \
         int(np.prod(env.action_spec.shape[len(env.batch_size):]))
