@@ -115,6 +115,10 @@ class DemoConfig:
     demo_ratio: float = 0.3  # fraction of every minibatch drawn from the demonstrations
     demo_coef: float = 0.1  # weight of the demo log-likelihood term at iteration 0 ...
     demo_coef_decay: float = 0.97  # ... multiplied by this every iteration (DAPG's lambda_1)
+    demo_pretrain_steps: int = 500  # behaviour-cloning steps on demo-only minibatches before the first update
+    # Fold the demonstrations' states into the running obs statistics at the start, so the states the policy
+    # is cloned on are not normalized (and clipped) by statistics of the first random-policy batch alone.
+    demo_obs_stats: bool = True
 
 
 PRESETS = Path(__file__).parent / "presets"
@@ -269,6 +273,7 @@ class Config:
                f"must be in [priority_beta, 1] = [{r.priority_beta}, 1] (beta is annealed toward 1)")
         _check(0 < d.demo_ratio < 1, "demo_ratio", d.demo_ratio, "must be in (0, 1); 0.1-0.5 is usual")
         _check(d.demo_coef >= 0, "demo_coef", d.demo_coef, "must be >= 0")
+        _check(d.demo_pretrain_steps >= 0, "demo_pretrain_steps", d.demo_pretrain_steps, "must be >= 0")
         _check(0 < d.demo_coef_decay <= 1, "demo_coef_decay", d.demo_coef_decay,
                "must be in (0, 1] (1 = no decay)")
         if d.demos:

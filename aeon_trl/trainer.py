@@ -23,8 +23,8 @@ from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from aeon_trl.config import Config
 from aeon_trl.data.demonstrations import IS_DEMO, DemonstrationBuffer
 from aeon_trl.data.prioritized import PPOPriority
-from aeon_trl.envs import (env_dims, load_normalization_state, make_base_env, make_env, normalization_state,
-                           normalize_observation)
+from aeon_trl.envs import (add_observation_statistics, env_dims, load_normalization_state, make_base_env, make_env,
+                           normalization_state, normalize_observation)
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.optim.build import build_optimizer
@@ -96,6 +96,8 @@ class Trainer:
                                        sampler=SamplerWithoutReplacement(), batch_size=cfg.train.batch_size)
         self.demos = DemonstrationBuffer.from_file(cfg.demo.demos, env=self.env, env_id=cfg.env.env_id) \
             if cfg.demo.demos else None
+        if self.demos is not None and cfg.demo.demo_obs_stats:
+            add_observation_statistics(self.env, self.demos.transitions.get("observation"))
         self.loss_keys = LOSS_KEYS + (("loss_demo",) if self.demos is not None else ())
         self._collector: Collector | None = None
         self.frames = 0
@@ -162,8 +164,11 @@ class Trainer:
         cfg = self.cfg
         progress = self.frames / self.total_timesteps
         self.loss.entropy_coeff.fill_(self.entropy.value(progress))
-        if self.demos is not None:  # DAPG: lambda_0 * lambda_1^k
+        if self.demos is not None:  # DAPG: behaviour-cloning initialization, then lambda_0 * lambda_1^k
             self.loss.demo_coef.fill_(cfg.demo.demo_coef * cfg.demo.demo_coef_decay ** self.iteration)
+            if self.iteration == 0:  # after the first batch: the obs statistics that normalize demos exist
+                for _ in range(cfg.demo.demo_pretrain_steps):
+                    self.optimize_minibatch(self.demos.sample(cfg.train.batch_size, None))
         lr = self.lr_schedule.anneal(progress)
         with torch.no_grad():
             # Values of s and s' (all ensemble heads: value clipping needs the old per-head values),

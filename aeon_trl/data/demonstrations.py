@@ -97,7 +97,9 @@ class DemonstrationBuffer:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             data.memmap(tmp / "transitions")
-            (tmp / META).write_text(json.dumps(meta))
+            # memmap files are mapped, not parsed: a truncated one is only noticed against these sizes
+            sizes = {str(f.relative_to(tmp)): f.stat().st_size for f in (tmp / "transitions").rglob("*") if f.is_file()}
+            (tmp / META).write_text(json.dumps({**meta, "file_sizes": sizes}))
             old = path.with_name(f".{path.name}.old") if path.exists() else None
             if old is not None:
                 os.replace(path, old)
@@ -110,10 +112,13 @@ class DemonstrationBuffer:
         return path
 
     # ---- sampling ---------------------------------------------------------------------------------
-    def sample(self, batch_size: int, agent_buffer: ReplayBuffer, demo_ratio: float = 0.3) -> TensorDictBase:
+    def sample(self, batch_size: int, agent_buffer: ReplayBuffer | None, demo_ratio: float = 0.3) -> TensorDictBase:
         """Exactly ``round(batch_size * demo_ratio)`` demo rows (``is_demo`` True, raw observations, agent-only
         keys zero-filled) after the ``batch_size - round(batch_size * demo_ratio)`` agent rows drawn from
-        ``agent_buffer`` (fewer if its sampler runs out at the end of an epoch)."""
+        ``agent_buffer`` (fewer if its sampler runs out at the end of an epoch). Without ``agent_buffer``: ``batch_size``
+        demo rows (behaviour-cloning pre-training)."""
+        if agent_buffer is None:
+            return self._rb.sample(batch_size).set(IS_DEMO, torch.ones(batch_size, dtype=torch.bool))
         n_demo = round(batch_size * demo_ratio)
         if not 0 < n_demo < batch_size:
             raise ValueError(f"batch_size={batch_size} with demo_ratio={demo_ratio} gives {n_demo} demo rows; "
@@ -219,6 +224,9 @@ def _read_pt(path: Path) -> tuple[dict, TensorDictBase]:
 def _read_memmap(path: Path) -> tuple[dict, TensorDictBase]:
     try:
         meta = json.loads((path / META).read_text())
+        for name, size in meta.get("file_sizes", {}).items():
+            if (path / name).stat().st_size != size:
+                raise OSError(f"{name} has {(path / name).stat().st_size} bytes, {size} were written")
         td = TensorDict.load_memmap(path / "transitions").to_tensordict()
     except Exception as exc:
         raise DemonstrationError(

@@ -24,7 +24,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.utils import _clip_value_loss, distance_loss
@@ -67,10 +67,7 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
         if is_demo is None:
             return self._ppo_forward(tensordict)
         is_demo = is_demo.reshape(tensordict.shape).bool()
-        if is_demo.all():
-            raise ValueError("the minibatch holds demonstration rows only: PPO needs agent rows too "
-                             "(demo_ratio must be < 1)")
-        td_out = self._ppo_forward(tensordict[~is_demo])
+        td_out = self._ppo_forward(tensordict[~is_demo]) if not is_demo.all() else TensorDict()
         nll = self.demo_nll(tensordict[is_demo])
         td_out.set("loss_demo", self.demo_coef * nll)
         td_out.set("demo_nll", nll.detach())
