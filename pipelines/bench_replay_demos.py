@@ -95,7 +95,7 @@ def demos(args) -> dict:
     expert = float(np.mean(info["expert_returns"]))
     target = args.fraction * expert
     common = [f"env_id={env}", f"total_timesteps={args.timesteps}", *THREADS]
-    variants = {"without demonstrations": [], "with demonstrations": [f"demos={demo_file}", *args.overrides]}
+    variants = {"with demonstrations": [f"demos={demo_file}", *args.overrides], "without demonstrations": []}
     results = {label: [run(f"demos-{env}-{'demos' if ov else 'none'}-s{seed}", [*common, f"seed={seed}", *ov])
                        for seed in args.seeds] for label, ov in variants.items()}
     plot(results, target, f"{env}: PPO with and without {info['transitions']} expert transitions",
@@ -107,7 +107,7 @@ def demos(args) -> dict:
                      "eval_returns": [round(r["eval_mean"], 1) for r in per_seed],
                      "eval_mean": float(np.mean([r["eval_mean"] for r in per_seed])),
                      "steps_per_second": statistics.median(r["steps_per_second"] for r in per_seed)})
-    without, with_ = rows[0]["steps_to_target"], rows[1]["steps_to_target"]
+    with_, without = rows[0]["steps_to_target"], rows[1]["steps_to_target"]
     per_seed_ok = [w is not None and w <= 0.5 * (b if b is not None else args.timesteps)
                    for b, w in zip(without, with_)]  # a baseline "not reached" counts as the budget: conservative
     return {"env_id": env, "checkpoint": args.checkpoint, "checkpoint_source": args.source,
