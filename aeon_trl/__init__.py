@@ -1,6 +1,8 @@
 """aeon_trl: advanced PPO for continuous control, composed from TorchRL / TensorDict components."""
 from aeon_trl.checkpoint import CheckpointError
 from aeon_trl.config import Config, ConfigError
+from aeon_trl.data.dataset import ExperienceDataset
+from aeon_trl.data.demonstrations import DemonstrationBuffer, DemonstrationError
 from aeon_trl.envs import make_env
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.normalize import adaptive_normalize
@@ -17,6 +19,7 @@ register_sparse_envs()  # aeon/SparseHalfCheetah-v5 for env_id=...
 
 __all__ = [
     "AdaptiveActorCritic", "AdaptiveClipper", "AdvancedClipPPOLoss", "AdvancedPPO", "CheckpointError", "Config",
-    "ConfigError", "CuriosityModule", "CuriosityTransform", "Lookahead", "NonFiniteError", "Trainer",
-    "adaptive_normalize", "compute_gae", "make_env", "make_ppo_operators",
+    "ConfigError", "CuriosityModule", "CuriosityTransform", "DemonstrationBuffer", "DemonstrationError",
+    "ExperienceDataset", "Lookahead", "NonFiniteError", "Trainer", "adaptive_normalize", "compute_gae", "make_env",
+    "make_ppo_operators",
 ]

@@ -22,10 +22,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: missing, corrupt, truncated, foreign or incompatible."""
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+def atomic_torch_save(payload: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace`` over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": VERSION, **state}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -42,6 +42,10 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    return atomic_torch_save({"format": FORMAT, "version": VERSION, **state}, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

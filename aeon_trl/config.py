@@ -109,6 +109,26 @@ class CuriosityConfig:
     curiosity_beta: float = 0.2  # forward vs inverse loss weight (the paper's beta)
     curiosity_lr: float = 1e-3
     curiosity_feature_dim: int = 32
+class ReplayConfig:
+    """Prioritized minibatches over the on-policy batch (Schaul et al. 2016, applied to PPO's epochs)."""
+    prioritized: bool = False
+    priority_key: str = "advantage"  # advantage: |GAE advantage|; td_error: the critic's one-step |TD error|
+    priority_alpha: float = 0.6  # P(i) = p_i^alpha / sum_j p_j^alpha; 0 = uniform
+    priority_beta: float = 0.4  # importance-sampling exponent at the start of training ...
+    priority_beta_end: float = 1.0  # ... annealed linearly to this at total_timesteps
+
+
+@dataclass
+class DemoConfig:
+    """Expert demonstrations mixed into the minibatches with a decaying behaviour-cloning term (DAPG)."""
+    demos: str = ""  # demonstration file (.pt) or memmap folder written by aeon-record-demos; "" = off
+    demo_ratio: float = 0.3  # fraction of every minibatch drawn from the demonstrations
+    demo_coef: float = 0.1  # weight of the demo log-likelihood term at iteration 0 ...
+    demo_coef_decay: float = 0.97  # ... multiplied by this every iteration (DAPG's lambda_1)
+    demo_pretrain_steps: int = 500  # behaviour-cloning steps on demo-only minibatches before the first update
+    # Fold the demonstrations' states into the running obs statistics at the start, so the states the policy
+    # is cloned on are not normalized (and clipped) by statistics of the first random-policy batch alone.
+    demo_obs_stats: bool = True
 
 
 PRESETS = Path(__file__).parent / "presets"
@@ -121,7 +141,7 @@ def preset_path(env_id: str) -> Path | None:
 
 
 SECTIONS = {"env": EnvConfig, "model": ModelConfig, "ppo": PPOConfig, "optim": OptimConfig, "train": TrainConfig,
-            "curiosity": CuriosityConfig}
+            "curiosity": CuriosityConfig, "replay": ReplayConfig, "demo": DemoConfig}
 
 # The seed's names (and a few common ones from SB3/CleanRL) mapped onto ours.
 ALIASES = {
@@ -144,6 +164,7 @@ CHOICES = {
     "activation": ("tanh", "relu", "elu", "silu"),
     "optimizer": ("adam", "adamw", "sgd"),
     "logger": ("csv", "tensorboard", "none"),
+    "priority_key": ("advantage", "td_error"),
 }
 
 
@@ -159,6 +180,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     curiosity: CuriosityConfig = field(default_factory=CuriosityConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
 
     def __post_init__(self):
         self.validate()
@@ -223,7 +246,8 @@ class Config:
 
     # ---- validation ---------------------------------------------------------------------
     def validate(self) -> None:
-        e, m, p, o, t, c = self.env, self.model, self.ppo, self.optim, self.train, self.curiosity
+        e, m, p, o, t = self.env, self.model, self.ppo, self.optim, self.train
+        c, r, d = self.curiosity, self.replay, self.demo
         _check(e.num_envs >= 1, "num_envs", e.num_envs, "must be >= 1")
         _check(e.env_threads >= 0, "env_threads", e.env_threads, "must be >= 0 (0 = all cores)")
         _check(e.obs_clip > 0, "obs_clip", e.obs_clip, "must be > 0")
@@ -266,6 +290,20 @@ class Config:
                "must be in [0, 1] (weight of the forward loss; the paper uses 0.2)")
         _check(c.curiosity_lr > 0, "curiosity_lr", c.curiosity_lr, "must be > 0")
         _check(c.curiosity_feature_dim >= 1, "curiosity_feature_dim", c.curiosity_feature_dim, "must be >= 1")
+        _check(r.priority_alpha >= 0, "priority_alpha", r.priority_alpha, "must be >= 0 (0 = uniform sampling)")
+        _check(0 <= r.priority_beta <= 1, "priority_beta", r.priority_beta, "must be in [0, 1]")
+        _check(r.priority_beta <= r.priority_beta_end <= 1, "priority_beta_end", r.priority_beta_end,
+               f"must be in [priority_beta, 1] = [{r.priority_beta}, 1] (beta is annealed toward 1)")
+        _check(0 < d.demo_ratio < 1, "demo_ratio", d.demo_ratio, "must be in (0, 1); 0.1-0.5 is usual")
+        _check(d.demo_coef >= 0, "demo_coef", d.demo_coef, "must be >= 0")
+        _check(d.demo_pretrain_steps >= 0, "demo_pretrain_steps", d.demo_pretrain_steps, "must be >= 0")
+        _check(0 < d.demo_coef_decay <= 1, "demo_coef_decay", d.demo_coef_decay,
+               "must be in (0, 1] (1 = no decay)")
+        if d.demos:
+            demo_rows = round(t.batch_size * d.demo_ratio)
+            _check(1 <= demo_rows < t.batch_size, "demo_ratio", d.demo_ratio,
+                   f"gives {demo_rows} demo rows in a minibatch of batch_size={t.batch_size}: it must leave at "
+                   "least one demo and one agent row; raise batch_size or change demo_ratio")
         for key, allowed in CHOICES.items():
             value = getattr(self._section_of(key), key)
             _check(value in allowed, key, value, f"must be one of {list(allowed)}")

@@ -19,6 +19,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import torch
+from tensordict import TensorDict
 from torchrl.envs import (ClipTransform, Compose, DoubleToFloat, EnvBase, GymEnv, RewardSum, SerialEnv,
                           ParallelEnv, TransformedEnv, VecNormV2)
 
@@ -163,6 +164,24 @@ def _init_vecnorm(t: VecNormV2, env: TransformedEnv) -> None:
     env.reset()
     if frozen:
         t.freeze()
+
+
+def normalize_observation(env: TransformedEnv, obs: torch.Tensor, clip: float) -> torch.Tensor:
+    """Raw observations as the policy sees them: the env's current obs normalization and clip (identity
+    before the statistics exist or when ``norm_obs`` is off)."""
+    for t in env.transform:
+        if isinstance(t, VecNormV2) and t.initialized:
+            return ((obs - t.loc["observation"].to(obs)) / t.scale["observation"].to(obs)).clamp(-clip, clip)
+    return obs
+
+
+def add_observation_statistics(env: TransformedEnv, obs: torch.Tensor) -> None:
+    """Fold observations that did not come through the env (e.g. demonstrations) into its running obs statistics."""
+    for t in env.transform:
+        if isinstance(t, VecNormV2):
+            if not t.initialized:
+                _init_vecnorm(t, env)
+            t._stateful_update(TensorDict({"observation": obs.to(torch.float32)}, batch_size=obs.shape[:1]))
 
 
 def env_dims(env: EnvBase) -> tuple[int, int]:

@@ -18,12 +18,12 @@ from typing import Any, Callable, Mapping
 import gymnasium as gym
 import numpy as np
 import torch
-from tensordict import TensorDict
-from torchrl.envs import EnvBase, ExplorationType, GymWrapper, SerialEnv, VecNormV2, set_exploration_type
+from tensordict import TensorDict, TensorDictBase
+from torchrl.envs import EnvBase, ExplorationType, GymWrapper, SerialEnv, set_exploration_type
 
 from aeon_trl.checkpoint import load_checkpoint
 from aeon_trl.config import Config, ConfigError
-from aeon_trl.envs import make_env
+from aeon_trl.envs import make_env, normalize_observation
 from aeon_trl.trainer import Trainer
 
 
@@ -150,11 +150,15 @@ class AdvancedPPO:
         return self._normalize(obs.reshape(-1, obs.shape[-1]))
 
     def _normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        for t in self.trainer.env.transform:
-            if isinstance(t, VecNormV2) and t.initialized:
-                clip = self.config.env.obs_clip
-                return ((obs - t.loc["observation"].to(obs)) / t.scale["observation"].to(obs)).clamp(-clip, clip)
-        return obs
+        return normalize_observation(self.trainer.env, obs, self.config.env.obs_clip)
+
+    def update_from_batch(self, batch: TensorDictBase) -> dict[str, float]:
+        """One gradient step of the loss on a minibatch: PPO terms on its agent rows (as collected: normalized
+        observations, advantages, old log-probs) and, when it carries ``is_demo``, the demonstration
+        log-likelihood term on its demo rows (raw observations, normalized here with the current statistics),
+        e.g. ``DemonstrationBuffer.sample(...)``. The trainer takes the same step; returns the loss terms."""
+        out = self.trainer.optimize_minibatch(batch)
+        return {k: v.item() for k, v in out.items() if v.numel() == 1}
 
     def evaluate(self, n_episodes: int = 10, deterministic: bool = True) -> dict:
         returns = self.trainer.evaluate(n_episodes, deterministic=deterministic)

@@ -22,7 +22,10 @@ from torchrl.objectives.value import GAE
 from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from aeon_trl import env_state
 from aeon_trl.config import Config
-from aeon_trl.envs import env_dims, load_normalization_state, make_base_env, make_env, normalization_state
+from aeon_trl.data.demonstrations import IS_DEMO, DemonstrationBuffer
+from aeon_trl.data.prioritized import PPOPriority
+from aeon_trl.envs import (add_observation_statistics, env_dims, load_normalization_state, make_base_env, make_env,
+                           normalization_state, normalize_observation)
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.optim.build import build_optimizer
@@ -88,8 +91,19 @@ class Trainer:
         # ICM intrinsic reward on each collected batch, before GAE (its own loss and optimizer).
         self.curiosity = CuriosityModule.from_config(obs_dim, act_dim, cfg.curiosity, self.device) \
             if cfg.curiosity.curiosity else None
-        self.buffer = ReplayBuffer(storage=LazyTensorStorage(cfg.frames_per_batch, device=self.device),
-                                   sampler=SamplerWithoutReplacement(), batch_size=cfg.train.batch_size)
+        r = cfg.replay
+        self.priority = PPOPriority(r.priority_key, r.priority_alpha, r.priority_beta, r.priority_beta_end,
+                                    p.gamma) if r.prioritized else None
+        if self.priority is not None:
+            self.buffer = self.priority.make_buffer(cfg.frames_per_batch, cfg.train.batch_size, self.device)
+        else:
+            self.buffer = ReplayBuffer(storage=LazyTensorStorage(cfg.frames_per_batch, device=self.device),
+                                       sampler=SamplerWithoutReplacement(), batch_size=cfg.train.batch_size)
+        self.demos = DemonstrationBuffer.from_file(cfg.demo.demos, env=self.env, env_id=cfg.env.env_id) \
+            if cfg.demo.demos else None
+        if self.demos is not None and cfg.demo.demo_obs_stats:
+            add_observation_statistics(self.env, self.demos.transitions.get("observation"))
+        self.loss_keys = LOSS_KEYS + (("loss_demo",) if self.demos is not None else ())
         self._collector: Collector | None = None
         self._resumed_env: dict | None = None  # env-side state of a loaded checkpoint, applied by collect()
         self.frames = 0
@@ -140,10 +154,48 @@ class Trainer:
                 "carrier": self._collector._carrier.exclude("collector").to_dict()}
 
     # ---- update -------------------------------------------------------------------------
+    def minibatch(self) -> TensorDictBase:
+        """A minibatch of the current on-policy batch, with demonstration rows mixed in when configured."""
+        if self.demos is None:
+            return self.buffer.sample()
+        return self.demos.sample(self.cfg.train.batch_size, self.buffer, self.cfg.demo.demo_ratio)
+
+    def optimize_minibatch(self, minibatch: TensorDictBase) -> TensorDictBase:
+        """One optimizer step of the loss on ``minibatch``; demo rows (``is_demo``) hold RAW observations,
+        normalized here with the current statistics. Returns the loss's output."""
+        is_demo = minibatch.get(IS_DEMO, None)
+        if is_demo is not None:
+            is_demo = is_demo.reshape(minibatch.shape).bool()
+            obs = minibatch.get("observation")
+            normalized = normalize_observation(self.env, obs[is_demo], self.cfg.env.obs_clip)
+            minibatch.set("observation", obs.masked_scatter(is_demo.unsqueeze(-1), normalized))
+        out = self.loss(minibatch)
+        keys = [k for k in self.loss_keys if k in out.keys()]
+        total = sum(out.get(k) for k in keys)
+        if not torch.isfinite(total):
+            raise NonFiniteError(
+                f"the PPO loss became {total.item()} at iteration {self.iteration} "
+                f"({', '.join(f'{k}={out.get(k).item():.4g}' for k in keys)}). Training stopped "
+                "before the optimizer step; the last good checkpoint is kept. Lower lr or clip_epsilon, "
+                "or check rewards/observations for extreme values.")
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        for hook in self.gradient_hooks:
+            hook(self.net)
+        if self.cfg.optim.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.optim.max_grad_norm)
+        self.optimizer.step()
+        return out
+
     def update(self, batch: TensorDictBase) -> dict[str, float]:
         cfg = self.cfg
         progress = self.frames / self.total_timesteps
         self.loss.entropy_coeff.fill_(self.entropy.value(progress))
+        if self.demos is not None:  # DAPG: behaviour-cloning initialization, then lambda_0 * lambda_1^k
+            self.loss.demo_coef.fill_(cfg.demo.demo_coef * cfg.demo.demo_coef_decay ** self.iteration)
+            if self.iteration == 0:  # after the first batch: the obs statistics that normalize demos exist
+                for _ in range(cfg.demo.demo_pretrain_steps):
+                    self.optimize_minibatch(self.demos.sample(cfg.train.batch_size, None))
         lr = self.lr_schedule.anneal(progress)
         curiosity_metrics = {} if self.curiosity is None else \
             self.curiosity.process(batch, progress, cfg.train.batch_size)  # ("next", "reward") += coef * r_i
@@ -153,29 +205,21 @@ class Trainer:
             self.critic(batch)
             self.critic(batch.get("next"))
             self.advantage(batch)
-        self.buffer.empty()
-        self.buffer.extend(batch.reshape(-1))
-        sums: dict[str, float] = {k: 0.0 for k in LOSS_KEYS + DIAGNOSTIC_KEYS}
+        if self.priority is not None:
+            self.priority.fill(self.buffer, batch.reshape(-1), self.loss, progress)
+        else:
+            self.buffer.empty()
+            self.buffer.extend(batch.reshape(-1))
+        sums: dict[str, float] = {k: 0.0 for k in self.loss_keys + DIAGNOSTIC_KEYS}
         steps = 0
         minibatches = max(1, cfg.frames_per_batch // cfg.train.batch_size)
         for epoch in range(cfg.train.epochs):
             epoch_kl = 0.0
             for _ in range(minibatches):
-                out = self.loss(self.buffer.sample())
-                total = sum(out.get(k) for k in LOSS_KEYS)
-                if not torch.isfinite(total):
-                    raise NonFiniteError(
-                        f"the PPO loss became {total.item()} at iteration {self.iteration} "
-                        f"({', '.join(f'{k}={out.get(k).item():.4g}' for k in LOSS_KEYS)}). Training stopped "
-                        "before the optimizer step; the last good checkpoint is kept. Lower lr or clip_epsilon, "
-                        "or check rewards/observations for extreme values.")
-                self.optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                for hook in self.gradient_hooks:
-                    hook(self.net)
-                if cfg.optim.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.max_grad_norm)
-                self.optimizer.step()
+                minibatch = self.minibatch()
+                out = self.optimize_minibatch(minibatch)
+                if self.priority is not None:
+                    self.priority.update(self.buffer, minibatch, self.loss)
                 for k in sums:
                     sums[k] += out.get(k).item()
                 epoch_kl += out.get("kl_approx").item()
@@ -196,6 +240,7 @@ class Trainer:
             self.loss.kl_coef.fill_(self.kl_coef.update(metrics["kl_approx"]))
         metrics.update(lr=lr, epochs_run=epoch + 1, clip_epsilon=self.loss.clip_epsilon.item(),
                        kl_coef=self.loss.kl_coef.item(), entropy_coef=self.loss.entropy_coeff.item(),
+                       demo_coef=self.loss.demo_coef.item(),
                        value_std=batch.get("state_value_std").mean().item(), **curiosity_metrics)
         return metrics
 

@@ -20,12 +20,13 @@ import numpy as np
 
 from aeon_trl.checkpoint import CheckpointError, load_checkpoint
 from aeon_trl.config import Config, ConfigError, preset_path
+from aeon_trl.data.demonstrations import DemonstrationError
 from aeon_trl.trainer import NonFiniteError, Trainer, results_record
 
 CHECKPOINT = "checkpoint.pt"
 LOGGED = ("episode_return", "steps_per_second", "collect_fps", "loss_objective", "loss_critic", "loss_entropy",
           "loss_kl", "kl_approx", "clip_fraction", "entropy", "explained_variance", "lr", "clip_epsilon",
-          "kl_coef", "entropy_coef", "value_std", "epochs_run",
+          "kl_coef", "entropy_coef", "value_std", "epochs_run", "loss_demo", "demo_coef",
           # with curiosity=true: the two per-step reward parts (normalized), the ICM losses, the coefficient
           "reward_extrinsic", "reward_intrinsic", "loss_forward", "loss_inverse", "curiosity_coef")
 
@@ -106,7 +107,7 @@ def run(cfg: Config, run_dir: Path, resume_state: dict | None = None) -> dict:
         bar.set_postfix(ret=f"{m['episode_return']:.1f}", sps=f"{m['steps_per_second']:.0f}", refresh=False)
         if logger is not None:
             for key in LOGGED:
-                if key in m and np.isfinite(m[key]):
+                if np.isfinite(m.get(key, np.nan)):  # curiosity/demo keys exist only when those are on
                     logger.log_scalar(key, m[key], step=m["frames"])
         if cfg.train.checkpoint_every and tr.iteration % cfg.train.checkpoint_every == 0:
             tr.save(run_dir / CHECKPOINT)
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
     try:
         cfg, run_dir, state = build_config(args)
         results = run(cfg, run_dir, state)
-    except (ConfigError, CheckpointError, NonFiniteError) as exc:
+    except (ConfigError, CheckpointError, NonFiniteError, DemonstrationError) as exc:
         print(f"aeon-train: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     evaluation = (f"; final evaluation return {results['eval_mean']:.1f} ± {results['eval_std']:.1f} over "

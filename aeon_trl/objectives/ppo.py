@@ -8,8 +8,15 @@ entropy bonus, advantage normalization. This subclass overrides only what differ
 - ``forward``: adds ``loss_kl = kl_coef * KL`` (Schulman et al. 2017 sec. 4, adaptive-beta
   penalty) with the low-variance, non-negative k3 estimator ``(r - 1) - log r`` of KL(old || new),
   and reports that estimator as ``kl_approx``.
-``clip_epsilon``, ``entropy_coeff`` and ``kl_coef`` are buffers, so schedules change them between
-updates in place (``loss.clip_epsilon.fill_(0.15)``).
+- ``_reduce_loss``: every per-sample term (objective, critic, entropy, KL) is reduced with the
+  importance-sampling weights of prioritized minibatches when the input carries them
+  (``"priority_weight"``, written by torchrl's ``TensorDictPrioritizedReplayBuffer``). torchrl 0.14's
+  ``_reduce_loss`` takes ``weights`` but ``ClipPPOLoss.forward`` never passes any; its weighted mean is
+  ``sum(w * l) / sum(w)``;
+- demonstrations (DAPG, Rajeswaran et al. 2018): rows flagged ``is_demo`` are split off before the
+  PPO terms, which see agent rows only, and give ``loss_demo = demo_coef * mean(-log pi(a|s))``.
+``clip_epsilon``, ``entropy_coeff``, ``kl_coef`` and ``demo_coef`` are buffers, so schedules change them
+between updates in place (``loss.clip_epsilon.fill_(0.15)``).
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.utils import _clip_value_loss, distance_loss
@@ -31,18 +38,21 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
         """Adds the critic ensemble's per-head values to the keys a user can remap with ``set_keys``."""
 
         value_ensemble: NestedKey = "state_value_ensemble"
+        priority_weight: NestedKey = "priority_weight"
+        is_demo: NestedKey = "is_demo"
 
     default_keys = _AcceptedKeys
 
     def __init__(self, actor_network, critic_network, *, clip_epsilon: float = 0.2,
                  clip_value: float | None = 0.2, entropy_coeff: float = 0.0, critic_coeff: float = 0.5,
-                 kl_coef: float = 0.0, normalize_advantage: bool = True, loss_critic_type: str = "l2",
-                 **kwargs):
+                 kl_coef: float = 0.0, demo_coef: float = 0.0, normalize_advantage: bool = True,
+                 loss_critic_type: str = "l2", **kwargs):
         super().__init__(
             actor_network, critic_network, clip_epsilon=clip_epsilon, clip_value=clip_value or None,
             entropy_coeff=entropy_coeff, critic_coeff=critic_coeff, normalize_advantage=normalize_advantage,
             loss_critic_type=loss_critic_type, **kwargs)
         self.register_buffer("kl_coef", torch.tensor(float(kl_coef)))
+        self.register_buffer("demo_coef", torch.tensor(float(demo_coef)))
         self._kl_per_sample: torch.Tensor | None = None
 
     def _log_weight(self, tensordict, adv_shape):
@@ -53,12 +63,38 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
         return log_weight, dist, kl_approx, log_is_weight
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        is_demo = tensordict.get(self.tensor_keys.is_demo, None)
+        if is_demo is None:
+            return self._ppo_forward(tensordict)
+        is_demo = is_demo.reshape(tensordict.shape).bool()
+        td_out = self._ppo_forward(tensordict[~is_demo]) if not is_demo.all() else TensorDict()
+        nll = self.demo_nll(tensordict[is_demo])
+        td_out.set("loss_demo", self.demo_coef * nll)
+        td_out.set("demo_nll", nll.detach())
+        return td_out
+
+    def _ppo_forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         td_out = super().forward(tensordict)
         kl = self._kl_per_sample
         self._kl_per_sample = None
         td_out.set("kl_approx", kl.detach().mean())
         td_out.set("loss_kl", self._reduce_loss(self.kl_coef * kl, tensordict).squeeze(-1))
         return td_out
+
+    def demo_nll(self, demos: TensorDictBase) -> torch.Tensor:
+        """Mean ``-log pi(a|s)`` of the current policy on demonstration rows (0 when there are none)."""
+        if demos.numel() == 0:
+            return torch.zeros((), device=self.demo_coef.device)
+        log_prob, _, _ = self._get_cur_log_prob(demos)
+        return -log_prob.mean()
+
+    def _reduce_loss(self, loss: torch.Tensor, tensordict: TensorDictBase | None = None, *,
+                     weights: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        if weights is None and tensordict is not None and loss.ndim:
+            weights = tensordict.get(self.tensor_keys.priority_weight, None)
+            if weights is not None:
+                weights = weights.reshape(weights.shape[:1] + (1,) * (loss.ndim - 1)).expand_as(loss).to(loss)
+        return super()._reduce_loss(loss, tensordict, weights=weights, **kwargs)
 
     def loss_critic(self, tensordict: TensorDictBase):
         """Loss of every ensemble head against the value target, each clipped around its own old value."""

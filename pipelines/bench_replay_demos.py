@@ -1,0 +1,205 @@
+"""Benchmarks of expert demonstrations and prioritized minibatches -> benchmarks/<kind>.json + sections/<kind>.md.
+
+    python -m pipelines.bench_replay_demos demos --checkpoint CKPT --source "how CKPT was trained" [demo overrides]
+    python -m pipelines.bench_replay_demos per [--env HalfCheetah-v5] [--seeds 4 5] [--timesteps 300000]
+
+``demos``: records ``--episodes`` deterministic expert episodes from the checkpoint (aeon-record-demos), then
+trains with and without them (``demos=PATH`` + the overrides) for each seed and reports the env steps at which
+the training episode return (mean of the last 20 episodes of the stochastic policy, logged every iteration)
+first reaches ``--fraction`` of the expert's return (the mean over every episode the expert played while
+recording). ``per``: the same runs with uniform and with prioritized minibatches (plain defaults, no preset).
+Runs are ``aeon-train`` processes, one at a time; a run folder whose results.json holds the same config is
+reused instead of retrained.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aeon_trl.config import Config
+from pipelines.benchmark import OUT, machine, train_run, write_results_md
+from pipelines.train import build_config, parse_args
+
+SECTIONS = OUT / "sections"
+THREADS = ["env_threads=1", "torch_threads=1"]
+PER_VARIANTS = {"uniform minibatches (default)": [],
+                "prioritized, |advantage|": ["prioritized=true", "priority_key=advantage"],
+                "prioritized, |TD error|": ["prioritized=true", "priority_key=td_error"]}
+
+
+def run(name: str, overrides: list[str], preset: bool = True) -> dict:
+    """``train_run``, or the results of an earlier run of the same config in the same folder."""
+    run_dir = OUT / "runs" / name
+    flags = [] if preset else ["--no-preset"]
+    expected = build_config(parse_args([*flags, *overrides, "progress=false", "--run-dir", str(run_dir)]))[0]
+    results_file, history_file = run_dir / "results.json", run_dir / "history.json"
+    if results_file.exists() and history_file.exists():
+        results = json.loads(results_file.read_text())
+        if Config.from_dict(results["config"]).to_dict() == expected.to_dict():
+            results["history"] = json.loads(history_file.read_text())
+            results.pop("config")
+            print(f"  {name}: reusing the finished run in {run_dir}", flush=True)
+            return results
+    return train_run(name, overrides, jobs=1, preset=preset)
+
+
+def steps_to(history: list[dict], target: float) -> int | None:
+    return next((h["frames"] for h in history if h["episode_return"] >= target), None)
+
+
+def plot(runs: dict[str, list[dict]], target: float, title: str, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (label, per_seed) in enumerate(runs.items()):
+        for j, r in enumerate(per_seed):
+            h = r["history"]
+            ax.plot([x["frames"] for x in h], [x["episode_return"] for x in h], color=f"C{i}", alpha=0.8,
+                    label=label if j == 0 else None)
+    ax.axhline(target, color="grey", ls="--", lw=1, label="target")
+    ax.set(xlabel="env steps", ylabel="training episode return (last 20)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---- demos ----------------------------------------------------------------------------------------------
+def demos(args) -> dict:
+    from pipelines.record_demos import record
+    from aeon_trl.ppo import AdvancedPPO
+    agent = AdvancedPPO.from_checkpoint(args.checkpoint)
+    env = agent.config.env.env_id
+    demo_file, demo_info = OUT / "runs" / f"demos-{env}.pt", OUT / "runs" / f"demos-{env}.json"
+    record_cmd = (f"python -m pipelines.record_demos {args.checkpoint} --episodes {args.episodes} "
+                  f"--min-return {args.min_return} --out {demo_file}")
+    if demo_file.exists() and demo_info.exists() and json.loads(demo_info.read_text())["command"] == record_cmd:
+        info = json.loads(demo_info.read_text())
+        agent.close()
+    else:
+        try:
+            buffer, returns = record(agent.trainer, args.episodes, args.min_return)
+        finally:
+            agent.close()
+        buffer.save(demo_file)
+        info = {"command": record_cmd, "expert_returns": returns, "transitions": len(buffer)}
+        demo_info.write_text(json.dumps(info))
+    expert = float(np.mean(info["expert_returns"]))
+    target = args.fraction * expert
+    common = [f"env_id={env}", f"total_timesteps={args.timesteps}", *THREADS]
+    variants = {"with demonstrations": [f"demos={demo_file}", *args.overrides], "without demonstrations": []}
+    results = {label: [run(f"demos-{env}-{'demos' if ov else 'none'}-s{seed}", [*common, f"seed={seed}", *ov])
+                       for seed in args.seeds] for label, ov in variants.items()}
+    plot(results, target, f"{env}: PPO with and without {info['transitions']} expert transitions",
+         OUT / f"demos_{env}.png")
+    rows = []
+    for label, per_seed in results.items():
+        steps = [steps_to(r["history"], target) for r in per_seed]
+        rows.append({"variant": label, "overrides": " ".join(variants[label]) or "-", "steps_to_target": steps,
+                     "eval_returns": [round(r["eval_mean"], 1) for r in per_seed],
+                     "eval_mean": float(np.mean([r["eval_mean"] for r in per_seed])),
+                     "steps_per_second": statistics.median(r["steps_per_second"] for r in per_seed)})
+    with_, without = rows[0]["steps_to_target"], rows[1]["steps_to_target"]
+    per_seed_ok = [w is not None and w <= 0.5 * (b if b is not None else args.timesteps)
+                   for b, w in zip(without, with_)]  # a baseline "not reached" counts as the budget: conservative
+    return {"env_id": env, "checkpoint": args.checkpoint, "checkpoint_source": args.source,
+            "record_command": record_cmd, "demo_transitions": info["transitions"],
+            "expert_return": expert, "fraction": args.fraction, "target_return": target, "seeds": args.seeds,
+            "timesteps": args.timesteps, "rows": rows, "half_or_less_per_seed": per_seed_ok,
+            "measure": "training episode return: mean of the last 20 finished episodes of the stochastic policy, "
+                       "logged after every iteration (4,096 env steps)"}
+
+
+def demos_md(data: dict) -> list[str]:
+    fmt = lambda s: "not reached" if s is None else f"{s:,}"  # noqa: E731
+    lines = [f"{data['env_id']}: {data['demo_transitions']:,} transitions from the checkpoint `{data['checkpoint']}` "
+             f"({data['checkpoint_source']}), recorded with `{data['record_command']}`. Expert return "
+             f"{data['expert_return']:.0f} (mean of every episode it played while recording); target "
+             f"{data['fraction']:.0%} of it = **{data['target_return']:.0f}**, measured on the {data['measure']}. "
+             f"Budget {data['timesteps']:,} env steps per run, seeds {data['seeds']}.", "",
+             "| variant | overrides | env steps to target, per seed | final eval return, per seed | mean | steps/s |",
+             "|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['variant']} | `{r['overrides']}` | {', '.join(fmt(s) for s in r['steps_to_target'])} | "
+                     f"{r['eval_returns']} | {r['eval_mean']:.0f} | {r['steps_per_second']:.0f} |")
+    ok = data["half_or_less_per_seed"]
+    lines += ["", f"Demonstrations needed at most half the steps of the run without them on {sum(ok)} of {len(ok)} "
+              "seeds (a run without them that never reached the target counts as the whole budget).", "",
+              f"![demos](../demos_{data['env_id']}.png)"]
+    return lines
+
+
+# ---- prioritized replay -------------------------------------------------------------------------------------
+def per(args) -> dict:
+    common = [f"env_id={args.env}", f"total_timesteps={args.timesteps}", *THREADS]
+    rows = []
+    for label, ov in PER_VARIANTS.items():
+        if args.variants and label not in args.variants:
+            continue
+        tag = "-".join(o.split("=")[1] for o in ov if o.startswith("priority_key")) or "uniform"
+        per_seed = [run(f"per-{args.env}-{tag}-s{seed}", [*common, f"seed={seed}", *ov, *args.overrides],
+                        preset=False) for seed in args.seeds]
+        rows.append({"variant": label, "overrides": " ".join([*ov, *args.overrides]) or "-",
+                     "eval_returns": [round(r["eval_mean"], 1) for r in per_seed],
+                     "eval_mean": float(np.mean([r["eval_mean"] for r in per_seed])),
+                     "eval_std": float(np.std([r["eval_mean"] for r in per_seed])),
+                     "final_train_returns": [round(r["history"][-1]["episode_return"], 1) for r in per_seed],
+                     "steps_per_second": statistics.median(r["steps_per_second"] for r in per_seed)})
+    return {"env_id": args.env, "seeds": args.seeds, "timesteps": args.timesteps,
+            "config": "plain defaults (--no-preset)", "rows": rows}
+
+
+def per_md(data: dict) -> list[str]:
+    lines = [f"{data['env_id']}, {data['config']}, {data['timesteps']:,} env steps, seeds {data['seeds']}; "
+             "returns are each run's final 10-episode deterministic evaluation.", "",
+             "| variant | overrides | eval return (mean ± std) | per seed | final training return | steps/s |",
+             "|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['variant']} | `{r['overrides']}` | {r['eval_mean']:.0f} ± {r['eval_std']:.0f} | "
+                     f"{r['eval_returns']} | {r['final_train_returns']} | {r['steps_per_second']:.0f} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_replay_demos", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=["demos", "per"])
+    parser.add_argument("overrides", nargs="*", help="config overrides of the demo / prioritized runs")
+    parser.add_argument("--checkpoint", default="benchmarks/runs/expert-Hopper-v5/checkpoint.pt")
+    parser.add_argument("--source", default="an aeon_trl checkpoint", help="where the checkpoint came from")
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--min-return", type=float, default=3000.0)
+    parser.add_argument("--fraction", type=float, default=0.8)
+    parser.add_argument("--env", default="HalfCheetah-v5")
+    parser.add_argument("--variants", nargs="*", default=None, help="per: only these rows (labels)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--timesteps", type=int, default=None)
+    parser.add_argument("--note", action="append", default=[], help="a note for the section (how settings were chosen)")
+    args = parser.parse_args(argv)
+    defaults = {"demos": ([1, 2, 3], 500_000), "per": ([4, 5], 300_000)}[args.kind]
+    args.seeds, args.timesteps = args.seeds or defaults[0], args.timesteps or defaults[1]
+    data = demos(args) if args.kind == "demos" else per(args)
+    command = "python -m pipelines.bench_replay_demos " + " ".join(argv if argv is not None else sys.argv[1:])
+    data.update(command=command, machine=machine(), date=time.strftime("%Y-%m-%d"))
+    (OUT / f"{args.kind}.json").write_text(json.dumps(data, indent=2))
+    title = {"demos": "## Expert demonstrations (DAPG-style)", "per": "## Prioritized minibatches"}[args.kind]
+    body = demos_md(data) if args.kind == "demos" else per_md(data)
+    SECTIONS.mkdir(parents=True, exist_ok=True)
+    (SECTIONS / f"{args.kind}.md").write_text("\n".join(
+        [title, "", f"- command: `{command}`", f"- machine: {data['machine']}", f"- date: {data['date']}", "",
+         *body, *[f"\nNote: {n}" for n in args.note]]) + "\n")
+    write_results_md()
+    print((SECTIONS / f"{args.kind}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
