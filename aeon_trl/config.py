@@ -109,6 +109,9 @@ class CuriosityConfig:
     curiosity_beta: float = 0.2  # forward vs inverse loss weight (the paper's beta)
     curiosity_lr: float = 1e-3
     curiosity_feature_dim: int = 32
+
+
+@dataclass
 class ReplayConfig:
     """Prioritized minibatches over the on-policy batch (Schaul et al. 2016, applied to PPO's epochs)."""
     prioritized: bool = False
