@@ -10,9 +10,10 @@ from aeon_trl.optim.lookahead import Lookahead
 from aeon_trl.optim.schedules import AdaptiveClipper
 from aeon_trl.ppo import AdvancedPPO
 from aeon_trl.trainer import NonFiniteError, Trainer
+from aeon_trl.tuning import AutoTuner, TuningError
 
 __all__ = [
-    "AdaptiveActorCritic", "AdaptiveClipper", "AdvancedClipPPOLoss", "AdvancedPPO", "CheckpointError", "Config",
-    "ConfigError", "Lookahead", "NonFiniteError", "Trainer", "adaptive_normalize", "compute_gae", "make_env",
+    "AdaptiveActorCritic", "AdaptiveClipper", "AdvancedClipPPOLoss", "AdvancedPPO", "AutoTuner", "CheckpointError",
+    "Config", "ConfigError", "Lookahead", "NonFiniteError", "Trainer", "TuningError", "adaptive_normalize", "compute_gae", "make_env",
     "make_ppo_operators",
 ]
