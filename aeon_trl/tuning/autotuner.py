@@ -191,7 +191,10 @@ class AutoTuner:
         pending = dict(zip(futures, trials))
         while pending:
             for future in [f for f in pending if f.done()]:
-                self._finish(state, pending.pop(future), future.result())
+                result = future.result()
+                if getattr(future, "job_id", None):  # a SLURM (array) job: where its log is
+                    result["job_id"] = future.job_id
+                self._finish(state, pending.pop(future), result)
             if pending:
                 time.sleep(0.5)
 
