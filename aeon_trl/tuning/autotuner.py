@@ -218,7 +218,7 @@ class AutoTuner:
                   "members": [{"id": m["id"], "score": m["score"], "hparams": dict(m["hparams"]),
                                "parent": m["parent"], **{k: m["result"].get(k) for k in
                                                          ("100_episode_return", "gen_return", "eval_return",
-                                                          "frames")}} for m in members]}
+                                                          "frames", "job_id")}} for m in members]}
         if g < generations - 1:
             n = self.tuning.exploit_count
             top = [i for i in order[:n] if members[i]["score"] is not None]
