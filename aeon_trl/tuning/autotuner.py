@@ -296,9 +296,8 @@ class AutoTuner:
         t = self.tuning
         overrides = {**member["hparams"], "total_timesteps": generations * t.eval_timesteps,
                      "seed": self.seed + 1000 * (g + 1) + member["id"], "progress": False}
-        if self.base.env.env_threads == 0 and (self.executor is not None and self.executor != "inline"
-                                               or t.parallel_workers > 1):
-            overrides["env_threads"] = 1  # parallel trials share the cores
+        if self.base.env.env_threads == 0 and self.executor is None and t.parallel_workers > 1:
+            overrides["env_threads"] = 1  # parallel local trials share the cores
         out = self.dir.resolve() / "members" / f"m{member['id']}" / f"g{g}.pt"
         start = str(self.dir.resolve() / member["checkpoint"]) if member["checkpoint"] else None
         return Trial(member=member["id"], generation=g, config=Config.from_dict(overrides, self.base).to_dict(),
