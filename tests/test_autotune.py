@@ -125,7 +125,8 @@ def test_reapply_hyperparameters_after_load(tmp_path):
     parent.lr_schedule.multiplier = 1.5  # as if the KL rule had adapted it
     state = parent.state_dict()
     parent.close()
-    new = Config.from_dict({**fixed, "lr": 2e-3, "clip_epsilon": 0.25, "kl_coef": 0.5, "wd": 1e-4, "gamma": 0.9})
+    new = Config.from_dict({**fixed, "lr": 2e-3, "clip_epsilon": 0.25, "kl_coef": 0.5, "wd": 1e-4, "gamma": 0.9,
+                             "entropy_coef": 0.01})
     child = Trainer(new)
     child.load_state_dict(state)
     # what the load alone leaves behind: the parent's values (the bug reapply fixes)
@@ -134,7 +135,7 @@ def test_reapply_hyperparameters_after_load(tmp_path):
     assert child.optimizer.param_groups[0]["weight_decay"] == 0.0
     kl_before = child.loss.kl_coef.item()
     changed = reapply_hyperparameters(child, state["config"])
-    assert changed == ["clip_epsilon", "gamma", "lr", "wd"]
+    assert changed == ["clip_epsilon", "entropy_coef", "gamma", "lr", "wd"]
     assert child.loss.clip_epsilon.item() == pytest.approx(0.25)
     assert child.optimizer.param_groups[0]["weight_decay"] == 1e-4
     assert child.lr_schedule.base_lrs == [pytest.approx(2e-3)] and child.lr_schedule.multiplier == 1.5
@@ -144,6 +145,7 @@ def test_reapply_hyperparameters_after_load(tmp_path):
     progress = 384 / 512  # at the start of the last iteration
     assert child.history[-1]["lr"] == pytest.approx(2e-3 * child.lr_schedule.multiplier * (1 - progress), rel=1e-6)
     assert child.history[-1]["clip_epsilon"] == pytest.approx(0.25)
+    assert child.history[-1]["entropy_coef"] == pytest.approx(0.01)  # the annealing is rebuilt from the config
     child.close()
 
 
