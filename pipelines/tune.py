@@ -93,6 +93,7 @@ def plot(state: dict, folder: Path) -> list[Path]:
     ax.plot(gens, [_nan(rec["members"][rec["ranking"][0]]["score"]) for rec in history], color="k", lw=2.5,
             label="best")
     ax.set_xlabel("generation")
+    ax.set_xticks(gens)
     ax.set_ylabel(metric)
     ax.set_title(f"{state['base_config']['env']['env_id']}: population-based training")
     ax.grid(alpha=0.3)
@@ -116,6 +117,7 @@ def plot(state: dict, folder: Path) -> list[Path]:
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("generation (black: the best member of each generation)")
+    axes[-1, 0].set_xticks(gens)
     fig.tight_layout()
     paths.append(folder / "tune_hparams.png")
     fig.savefig(paths[1], dpi=120)
