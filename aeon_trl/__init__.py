@@ -14,12 +14,13 @@ from aeon_trl.ppo import AdvancedPPO
 from aeon_trl.sparse_envs import register_sparse_envs
 from aeon_trl.trainer import NonFiniteError, Trainer
 from aeon_trl.transforms.curiosity import CuriosityModule, CuriosityTransform
+from aeon_trl.tuning import AutoTuner, TuningError
 
 register_sparse_envs()  # aeon/SparseHalfCheetah-v5 for env_id=...
 
 __all__ = [
-    "AdaptiveActorCritic", "AdaptiveClipper", "AdvancedClipPPOLoss", "AdvancedPPO", "CheckpointError", "Config",
-    "ConfigError", "CuriosityModule", "CuriosityTransform", "DemonstrationBuffer", "DemonstrationError",
-    "ExperienceDataset", "Lookahead", "NonFiniteError", "Trainer", "adaptive_normalize", "compute_gae", "make_env",
-    "make_ppo_operators",
+    "AdaptiveActorCritic", "AdaptiveClipper", "AdvancedClipPPOLoss", "AdvancedPPO", "AutoTuner", "CheckpointError",
+    "Config", "ConfigError", "CuriosityModule", "CuriosityTransform", "DemonstrationBuffer", "DemonstrationError",
+    "ExperienceDataset", "Lookahead", "NonFiniteError", "Trainer", "TuningError", "adaptive_normalize",
+    "compute_gae", "make_env", "make_ppo_operators",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -22,14 +22,24 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: missing, corrupt, truncated, foreign or incompatible."""
 
 
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    return atomic_torch_save({"format": FORMAT, "version": VERSION, **state}, path)
+
+
 def atomic_torch_save(payload: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace`` over ``path``."""
+    """``torch.save`` of ``payload``, atomically (checkpoints, demonstration files)."""
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """``write(file)`` into a temporary file next to ``path``, fsync, ``os.replace``: readers see the old
+    file or the new one, never a partial one (checkpoints, the tuner's state)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -42,10 +52,6 @@ def atomic_torch_save(payload: Any, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    return atomic_torch_save({"format": FORMAT, "version": VERSION, **state}, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -246,11 +246,14 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------
     def train(self, total_timesteps: int | None = None,
-              on_iteration: Callable[["Trainer", dict], None] | None = None) -> dict:
-        """Train until ``total_timesteps`` frames (default: the config's); returns a summary."""
+              on_iteration: Callable[["Trainer", dict], None] | None = None, until: int | None = None) -> dict:
+        """Train until ``total_timesteps`` frames (default: the config's); returns a summary.
+
+        ``until`` stops earlier, at that frame count: one chunk of a longer run (the tuner trains in
+        generations), while the lr/entropy schedules keep ``total_timesteps`` as their horizon."""
         total = self.total_timesteps = total_timesteps or self.cfg.train.total_timesteps
         start, start_frames = time.perf_counter(), self.frames
-        while self.frames < total:
+        while self.frames < min(total, until or total):
             t0 = time.perf_counter()
             batch = self.collect()
             t1 = time.perf_counter()
