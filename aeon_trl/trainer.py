@@ -25,8 +25,9 @@ from aeon_trl.envs import env_dims, load_normalization_state, make_base_env, mak
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.optim.build import build_optimizer
-from aeon_trl.optim.schedules import (AdaptiveClipper, AdaptiveKLCoef, EntropyAnnealing, KLAdaptiveLR,
-                                      KLEarlyStop)
+from aeon_trl.optim.schedules import (AdaptiveClipper, AdaptiveKLCoef, DynamicBatchSize, EntropyAnnealing,
+                                      KLAdaptiveLR, KLEarlyStop)
+from aeon_trl.transforms.curriculum import find_curriculum
 
 LOSS_KEYS = ("loss_objective", "loss_critic", "loss_entropy", "loss_kl")
 DIAGNOSTIC_KEYS = ("kl_approx", "clip_fraction", "entropy", "explained_variance")
@@ -83,7 +84,14 @@ class Trainer:
         end = p.entropy_coef_end if p.entropy_coef_end >= 0 else p.entropy_coef
         self.entropy = EntropyAnnealing(p.entropy_coef, end)
         self.early_stop = KLEarlyStop(p.kl_target if p.kl_early_stop else None)
-        self.buffer = ReplayBuffer(storage=LazyTensorStorage(cfg.frames_per_batch, device=self.device),
+        sh = cfg.shaping
+        self.curriculum = find_curriculum(self.env)  # the env's SpeedCurriculum transform, if any
+        self.batch_sizer = DynamicBatchSize(cfg.train.steps_per_env, cfg.env.num_envs, sh.dynamic_batch_cap,
+                                            sh.dynamic_batch_growth, sh.dynamic_batch_cv) if sh.dynamic_batch else None
+        self.frames_per_batch = cfg.frames_per_batch  # grows with dynamic batch sizing
+        # With dynamic batch sizing the storage holds the cap; the sampler draws from what the batch filled.
+        capacity = sh.dynamic_batch_cap if sh.dynamic_batch else cfg.frames_per_batch
+        self.buffer = ReplayBuffer(storage=LazyTensorStorage(capacity, device=self.device),
                                    sampler=SamplerWithoutReplacement(), batch_size=cfg.train.batch_size)
         self._collector: Collector | None = None
         self.frames = 0
@@ -99,9 +107,12 @@ class Trainer:
     def collect(self) -> TensorDictBase:
         """One on-policy batch ``[num_envs, steps_per_env]``; the collector starts on first use."""
         if self._collector is None:
+            # use_buffers=False: the rollout is stacked per batch instead of written into a buffer of a fixed
+            # length, so the dynamic batch size can change the rollout length between batches.
             self._collector = Collector(
-                self.env, self.actor, frames_per_batch=self.cfg.frames_per_batch, total_frames=-1,
-                policy_device=self.device, storing_device=self.device, env_device="cpu")
+                self.env, self.actor, frames_per_batch=self.frames_per_batch, total_frames=-1,
+                policy_device=self.device, storing_device=self.device, env_device="cpu",
+                use_buffers=False if self.batch_sizer else None)
             self._batches = iter(self._collector)
         batch = next(self._batches)
         for key in (("next", "observation"), ("next", "reward")):  # a NaN obs makes a NaN reward
@@ -128,7 +139,7 @@ class Trainer:
         self.buffer.extend(batch.reshape(-1))
         sums: dict[str, float] = {k: 0.0 for k in LOSS_KEYS + DIAGNOSTIC_KEYS}
         steps = 0
-        minibatches = max(1, cfg.frames_per_batch // cfg.train.batch_size)
+        minibatches = max(1, batch.numel() // cfg.train.batch_size)
         for epoch in range(cfg.train.epochs):
             epoch_kl = 0.0
             for _ in range(minibatches):
@@ -170,6 +181,27 @@ class Trainer:
                        value_std=batch.get("state_value_std").mean().item())
         return metrics
 
+    # ---- shaping: curriculum and batch size ------------------------------------------------
+    def adapt(self, batch: TensorDictBase) -> dict[str, float]:
+        """Grow the batch if episode lengths are stable; report the batch size and curriculum level."""
+        metrics = {"frames_per_batch": batch.numel()}
+        if self.batch_sizer is not None:
+            done = batch.get(("next", "done")).squeeze(-1)
+            lengths = batch.get(("next", "step_count")).squeeze(-1)[done].tolist()
+            self.resize_batch(self.batch_sizer.update(lengths) * self.cfg.env.num_envs)
+        if self.curriculum is not None:
+            c = self.curriculum.curriculum
+            metrics.update(curriculum_level=c.level, curriculum_target=self.curriculum.target,
+                           curriculum_success_rate=c.success_rate, curriculum_solved=float(c.solved))
+        return metrics
+
+    def resize_batch(self, frames_per_batch: int) -> None:
+        """Collect ``frames_per_batch`` frames from the next batch on, keeping the env and its episodes."""
+        self.frames_per_batch = frames_per_batch
+        if self._collector is not None:
+            # torchrl 0.14's Collector has no public resize; this is its own constructor's setter.
+            self._collector._setup_frames_per_batch(frames_per_batch)
+
     # ---- the loop -----------------------------------------------------------------------
     def train(self, total_timesteps: int | None = None,
               on_iteration: Callable[["Trainer", dict], None] | None = None) -> dict:
@@ -183,6 +215,7 @@ class Trainer:
             metrics = self.update(batch)
             t2 = time.perf_counter()
             self.frames += batch.numel()
+            metrics.update(self.adapt(batch))
             self.iteration += 1
             recent = self.episode_returns[-100:]
             metrics.update(
@@ -216,6 +249,9 @@ class Trainer:
         env = make_env(self.cfg, num_envs=n_episodes, base_env=self.eval_env_fn(n_episodes, eval_seed))
         try:
             load_normalization_state(env, normalization_state(self.env), freeze=True)
+            curriculum = find_curriculum(env)
+            if curriculum is not None:  # a curriculum is a means: evaluation is on its hardest level
+                curriculum.curriculum.level, curriculum.frozen = curriculum.curriculum.num_levels - 1, True
             max_steps = _episode_limit(self.cfg.env.env_id, self.cfg.env.max_episode_steps)
             mode = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
             with torch.no_grad(), set_exploration_type(mode):
@@ -243,6 +279,9 @@ class Trainer:
             },
             "normalization": normalization_state(self.env),
             "counters": {"frames": self.frames, "iteration": self.iteration},
+            "shaping": {"frames_per_batch": self.frames_per_batch,
+                        "batch_sizer": self.batch_sizer.state_dict() if self.batch_sizer else {},
+                        "curriculum": self.curriculum.curriculum.state_dict() if self.curriculum else {}},
             "episode_returns": torch.tensor(self.episode_returns, dtype=torch.float64),
             "history": self.history,
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()[1]},
@@ -271,6 +310,12 @@ class Trainer:
         load_normalization_state(self.env, state["normalization"])
         self.frames = state["counters"]["frames"]
         self.iteration = state["counters"]["iteration"]
+        shaping = state.get("shaping", {})  # absent in checkpoints older than curriculum/dynamic batch
+        if self.batch_sizer and shaping.get("batch_sizer"):
+            self.batch_sizer.load_state_dict(shaping["batch_sizer"])
+            self.resize_batch(shaping["frames_per_batch"])
+        if self.curriculum and shaping.get("curriculum"):
+            self.curriculum.curriculum.load_state_dict(shaping["curriculum"])
         self.episode_returns = state["episode_returns"].tolist()
         self.history = list(state["history"])
         torch.set_rng_state(state["rng"]["torch"])

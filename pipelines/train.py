@@ -25,7 +25,8 @@ from aeon_trl.trainer import NonFiniteError, Trainer, results_record
 CHECKPOINT = "checkpoint.pt"
 LOGGED = ("episode_return", "steps_per_second", "collect_fps", "loss_objective", "loss_critic", "loss_entropy",
           "loss_kl", "kl_approx", "clip_fraction", "entropy", "explained_variance", "lr", "clip_epsilon",
-          "kl_coef", "entropy_coef", "value_std", "epochs_run")
+          "kl_coef", "entropy_coef", "value_std", "epochs_run", "frames_per_batch", "curriculum_level",
+          "curriculum_target", "curriculum_success_rate", "curriculum_solved")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -104,7 +105,7 @@ def run(cfg: Config, run_dir: Path, resume_state: dict | None = None) -> dict:
         bar.set_postfix(ret=f"{m['episode_return']:.1f}", sps=f"{m['steps_per_second']:.0f}", refresh=False)
         if logger is not None:
             for key in LOGGED:
-                if np.isfinite(m[key]):
+                if key in m and np.isfinite(m[key]):  # curriculum_* only with a curriculum
                     logger.log_scalar(key, m[key], step=m["frames"])
         if cfg.train.checkpoint_every and tr.iteration % cfg.train.checkpoint_every == 0:
             tr.save(run_dir / CHECKPOINT)
