@@ -6,13 +6,15 @@ from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operator
 from aeon_trl.normalize import adaptive_normalize
 from aeon_trl.objectives.gae import compute_gae
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
+from aeon_trl.optim.layerwise import Lamb, Lars
 from aeon_trl.optim.lookahead import Lookahead
-from aeon_trl.optim.schedules import AdaptiveClipper
+from aeon_trl.optim.schedules import AdaptiveClipper, DynamicBatchSize
 from aeon_trl.ppo import AdvancedPPO
 from aeon_trl.trainer import NonFiniteError, Trainer
+from aeon_trl.transforms.curriculum import Curriculum, SpeedCurriculum
 
 __all__ = [
     "AdaptiveActorCritic", "AdaptiveClipper", "AdvancedClipPPOLoss", "AdvancedPPO", "CheckpointError", "Config",
-    "ConfigError", "Lookahead", "NonFiniteError", "Trainer", "adaptive_normalize", "compute_gae", "make_env",
-    "make_ppo_operators",
+    "ConfigError", "Curriculum", "DynamicBatchSize", "Lamb", "Lars", "Lookahead", "NonFiniteError",
+    "SpeedCurriculum", "Trainer", "adaptive_normalize", "compute_gae", "make_env", "make_ppo_operators",
 ]

@@ -173,6 +173,9 @@ def test_config_errors():
         _speed_cfg(curriculum_demote=0.9, curriculum_threshold=0.8)
     with pytest.raises(ConfigError, match="must be one of"):
         _speed_cfg(curriculum="distance")
+    with pytest.raises(ConfigError, match="curriculum_levels=.*wrong type"):
+        _speed_cfg(curriculum_levels="[fast,faster]")
+    assert _speed_cfg(curriculum_levels="[1,2.5]").shaping.curriculum_levels == [1.0, 2.5]
     with pytest.raises(ConfigError, match="curriculum=speed needs a MuJoCo locomotion env"):
         make_curriculum_transform(Config().with_overrides(["curriculum=speed"]).shaping, "Pendulum-v1")
     assert make_curriculum_transform(Config().shaping, "Pendulum-v1") is None

@@ -1,0 +1,162 @@
+"""aeon-benchmark for automated shaping: the speed curriculum, and ablation rows for dynamic batch sizing and LAMB.
+
+    python -m pipelines.bench_shaping curriculum [--seeds 1 2 3] [--timesteps 400000] [overrides ...]
+    python -m pipelines.bench_shaping ablation   [--seeds 4 5] [--timesteps 500000] [--reuse-default]
+
+``curriculum``: HalfCheetah-v5 with ``curriculum=speed`` from level 0 against the same env started on its
+hardest level (``curriculum_start=-1``: training on the final task directly), same seeds and budget; the figure
+is the first env step at which the hardest level's success window passes the threshold ("not reached" if it
+never does), and the final evaluation on the hardest level. ``ablation``: HalfCheetah-v5 with the plain
+defaults (``--no-preset``, as ``pipelines/benchmark.py ablation``) against ``dynamic_batch=true`` and
+``optimizer=lamb``; ``--reuse-default`` takes the default rows from ``benchmarks/ablation.json`` when its
+seeds and budget are the same. Writes ``benchmarks/<curriculum|shaping_ablation>.json`` and a section
+``benchmarks/sections/<same>.md``, then regenerates RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from pipelines.benchmark import OUT, machine, mean_std, train_run, write_results_md
+
+ENV = "HalfCheetah-v5"
+# The curriculum task: 200-step episodes (a success window per wave of 64 episodes every 12,800 frames),
+# target speeds 0.5 ... 3 m/s; an episode succeeds when its mean forward speed reaches the level's target.
+CURRICULUM = ["curriculum=speed", "max_episode_steps=200"]
+ARMS = {"curriculum (levels 0.5 -> 3 m/s)": ["curriculum_start=0"],
+        "hardest level directly (3 m/s)": ["curriculum_start=-1"]}
+ABLATIONS = {"default": [], "+ dynamic batch (x1.5 when std(len) < 0.1 mean, cap 16384)": ["dynamic_batch=true"],
+             "+ LAMB (layer-wise trust ratio)": ["optimizer=lamb"]}
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_")
+
+
+def reached_at(history: list[dict]) -> int | None:
+    """First env step at which the hardest level's success window passed the threshold."""
+    return next((h["frames"] for h in history if h.get("curriculum_solved")), None)
+
+
+def curriculum(args) -> dict:
+    rows = []
+    for arm, ov in ARMS.items():
+        runs = []
+        for seed in args.seeds:
+            r = train_run(f"curriculum-{_slug(arm)}-s{seed}", [f"env_id={ENV}", f"seed={seed}",
+                          f"total_timesteps={args.timesteps}", *CURRICULUM, *ov, *args.overrides], jobs=1)
+            h = r["history"]
+            runs.append({"seed": seed, "reached_at": reached_at(h), "final_level": h[-1]["curriculum_level"],
+                         "level_changes": sum(a["curriculum_level"] != b["curriculum_level"] for a, b in zip(h, h[1:])),
+                         "eval_mean": r["eval_mean"], "steps_per_second": r["steps_per_second"],
+                         "curve": [[x["frames"], x["curriculum_level"], x["curriculum_success_rate"]] for x in h]})
+        reached = [x["reached_at"] for x in runs if x["reached_at"] is not None]
+        rows.append({"arm": arm, "overrides": " ".join(ov), "runs": runs, "reached": len(reached),
+                     "reached_at_median": statistics.median(reached) if reached else None,
+                     "eval_mean": mean_std([x["eval_mean"] for x in runs])})
+    return {"env_id": ENV, "task": " ".join(CURRICULUM), "timesteps": args.timesteps, "seeds": args.seeds,
+            "rows": rows}
+
+
+def ablation(args) -> dict:
+    reused = None
+    old = OUT / "ablation.json"
+    if args.reuse_default and old.exists():
+        data = json.loads(old.read_text())
+        row = next((r for r in data["rows"] if r["env"] == ENV and r["variant"] == "default"), None)
+        # that file's defaults: seeds 4 5, 500,000 steps, no overrides
+        same_runs = data["command"].strip() == "python -m pipelines.benchmark ablation" and \
+            args.timesteps == 500_000 and args.seeds == [4, 5] and set(args.overrides) <= {"env_threads=1", "torch_threads=1"}
+        if row is None or not same_runs:
+            raise SystemExit("--reuse-default needs benchmarks/ablation.json's default row at the same seeds (4 5) "
+                             "and budget (500000); run without it")
+        reused = {**row, "source": f"benchmarks/ablation.json ({data['command']}, {data['date']})"}
+    rows = []
+    for label, ov in ABLATIONS.items():
+        if label == "default" and reused is not None:
+            rows.append({"variant": label, "overrides": "-", "return_mean": reused["return_mean"],
+                         "return_std": reused["return_std"], "per_seed": reused["per_seed"],
+                         "steps_per_second": reused["steps_per_second"], "source": reused["source"]})
+            continue
+        per_seed = [train_run(f"shaping-abl-{_slug(label)}-s{seed}", [f"env_id={ENV}", f"seed={seed}",
+                              f"total_timesteps={args.timesteps}", *ov, *args.overrides], jobs=1, preset=False)
+                    for seed in args.seeds]
+        ret_mean, ret_std = mean_std([r["eval_mean"] for r in per_seed])
+        extra = {}
+        if "dynamic_batch=true" in ov:
+            extra["final_frames_per_batch"] = [r["history"][-1]["frames_per_batch"] for r in per_seed]
+        rows.append({"variant": label, "overrides": " ".join(ov) or "-", "return_mean": ret_mean,
+                     "return_std": ret_std, "per_seed": [round(r["eval_mean"], 1) for r in per_seed],
+                     "steps_per_second": statistics.median(r["steps_per_second"] for r in per_seed),
+                     "source": "this run", **extra})
+    return {"env_id": ENV, "timesteps": args.timesteps, "seeds": args.seeds, "rows": rows}
+
+
+def _curriculum_md(d: dict) -> list[str]:
+    lines = ["## Curriculum (speed levels on HalfCheetah-v5)", "",
+             f"- command: `{d['command']}`", f"- machine: {d['machine']}", f"- date: {d['date']}", "",
+             f"Task: `{d['task']}` (aeon-train's HalfCheetah preset), {d['timesteps']:,} env steps per run, seeds "
+             f"{d['seeds']}. Reward: 1 at or above the level's target forward speed, a Gaussian fall-off "
+             "(margin 0.5 m/s) below it. An episode (200 steps) succeeds when its mean forward speed reaches the "
+             "target; the level rises when 80% of the last 64 episodes succeed. \"Reached\" = the first env step "
+             "at which the hardest level (3 m/s) passes that test. Evaluation: 10 deterministic episodes on the "
+             "hardest level (return out of 200).", "",
+             "| arm | reached the 3 m/s target | env steps to reach it, per seed | median | final level per seed "
+             "| eval return at 3 m/s (mean ± std) |", "|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        per_seed = ", ".join(f"s{x['seed']}: {x['reached_at']:,}" if x["reached_at"] is not None
+                             else f"s{x['seed']}: not reached" for x in r["runs"])
+        median = f"{r['reached_at_median']:,.0f}" if r["reached_at_median"] is not None else "not reached"
+        levels = ", ".join(str(x["final_level"]) for x in r["runs"])
+        lines.append(f"| {r['arm']} | {r['reached']}/{len(r['runs'])} | {per_seed} | {median} | {levels} | "
+                     f"{r['eval_mean'][0]:.1f} ± {r['eval_mean'][1]:.1f} |")
+    return lines
+
+
+def _ablation_md(d: dict) -> list[str]:
+    lines = ["## Shaping ablation (dynamic batch, LAMB) on HalfCheetah-v5", "",
+             f"- command: `{d['command']}`", f"- machine: {d['machine']}", f"- date: {d['date']}", "",
+             f"Plain defaults (no preset), {d['timesteps']:,} env steps, seeds {d['seeds']}; one change per row. "
+             "Returns: final 10-episode deterministic evaluation, mean over seeds.", "",
+             "| variant | overrides | return (mean ± std) | per seed | steps/s | source |", "|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['variant']} | `{r['overrides']}` | {r['return_mean']:.0f} ± {r['return_std']:.0f} | "
+                     f"{r['per_seed']} | {r['steps_per_second']:.0f} | {r['source']} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_shaping", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=["curriculum", "ablation"])
+    parser.add_argument("overrides", nargs="*", help="config overrides applied to every run")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--timesteps", type=int, default=None)
+    parser.add_argument("--reuse-default", action="store_true",
+                        help="ablation: take the default rows from benchmarks/ablation.json (same seeds and budget)")
+    parser.add_argument("--notes", default="", help="a paragraph of notes appended to the section")
+    args = parser.parse_args(argv)
+    args.seeds = args.seeds or ([1, 2, 3] if args.kind == "curriculum" else [4, 5])
+    args.timesteps = args.timesteps or (400_000 if args.kind == "curriculum" else 500_000)
+    data = {"curriculum": curriculum, "ablation": ablation}[args.kind](args)
+    name = "curriculum" if args.kind == "curriculum" else "shaping_ablation"
+    data.update(command="python -m pipelines.bench_shaping " + " ".join(argv if argv is not None else sys.argv[1:]),
+                machine=machine(), date=time.strftime("%Y-%m-%d"), notes=args.notes)
+    (OUT / f"{name}.json").write_text(json.dumps(data, indent=2))
+    lines = (_curriculum_md if args.kind == "curriculum" else _ablation_md)(data)
+    if args.notes:
+        lines += ["", args.notes]
+    (OUT / "sections").mkdir(exist_ok=True)
+    (OUT / "sections" / f"{name}.md").write_text("\n".join(lines) + "\n")
+    write_results_md()
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
