@@ -108,7 +108,7 @@ class ShapingConfig:
     curriculum_threshold: float = 0.8  # promote when this fraction of the last window of episodes succeeds
     curriculum_demote: float = 0.0  # demote when the success rate falls below this; 0 never demotes
     curriculum_window: int = 64  # episodes per success-rate window
-    curriculum_margin: float = 0.5  # m/s below the target where the speed reward has fallen to exp(-1/2)
+    curriculum_margin: float = 0.5  # m/s below the target where the speed reward has fallen to 0
     dynamic_batch: bool = False  # grow steps_per_env when episode lengths are stable
     dynamic_batch_cap: int = 16384  # the most frames per batch it grows to
     dynamic_batch_growth: float = 1.5

@@ -101,8 +101,8 @@ def _curriculum_md(d: dict) -> list[str]:
     lines = ["## Curriculum (speed levels on HalfCheetah-v5)", "",
              f"- command: `{d['command']}`", f"- machine: {d['machine']}", f"- date: {d['date']}", "",
              f"Task: `{d['task']}` (aeon-train's HalfCheetah preset), {d['timesteps']:,} env steps per run, seeds "
-             f"{d['seeds']}. Reward: 1 at or above the level's target forward speed, a Gaussian fall-off "
-             "(margin 0.5 m/s) below it. An episode (200 steps) succeeds when its mean forward speed reaches the "
+             f"{d['seeds']}. Reward: 1 at or above the level's target forward speed, falling linearly to 0 at "
+             "0.5 m/s below it (so the 3 m/s level alone is a sparse reward). An episode (200 steps) succeeds when its mean forward speed reaches the "
              "target; the level rises when 80% of the last 64 episodes succeed. \"Reached\" = the first env step "
              "at which the hardest level (3 m/s) passes that test. Evaluation: 10 deterministic episodes on the "
              "hardest level (return out of 200).", "",
