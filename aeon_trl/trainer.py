@@ -188,7 +188,10 @@ class Trainer:
         if self.batch_sizer is not None:
             done = batch.get(("next", "done")).squeeze(-1)
             lengths = batch.get(("next", "step_count")).squeeze(-1)[done].tolist()
-            self.resize_batch(self.batch_sizer.update(lengths) * self.cfg.env.num_envs)
+            steps = self.batch_sizer.update(lengths)
+            if self.metric_reducer is not None:  # data-parallel ranks must run the same number of minibatches
+                steps = self.batch_sizer.steps_per_env = round(self.metric_reducer(float(steps)))
+            self.resize_batch(steps * self.cfg.env.num_envs)
         if self.curriculum is not None:
             c = self.curriculum.curriculum
             metrics.update(curriculum_level=c.level, curriculum_target=self.curriculum.target,

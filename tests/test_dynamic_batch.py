@@ -99,3 +99,15 @@ def test_trainer_logs_and_checkpoints_the_batch_size(tmp_path):
         assert resumed.collect().shape == (4, 16)
     finally:
         resumed.close()
+
+
+def test_data_parallel_ranks_agree_on_the_batch_size():
+    """With a metric reducer (data parallel), the rollout length is the mean over ranks on every rank."""
+    trainer = Trainer(Config().with_overrides(CFG))
+    trainer.metric_reducer = lambda x: x + 1.0  # as if another rank wanted 2 more steps per env
+    try:
+        trainer.adapt(trainer.collect())
+        assert trainer.batch_sizer.steps_per_env == 9 and trainer.frames_per_batch == 36
+        assert trainer.collect().shape == (4, 9)
+    finally:
+        trainer.close()
