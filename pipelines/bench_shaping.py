@@ -1,7 +1,7 @@
 """aeon-benchmark for automated shaping: the speed curriculum, and ablation rows for dynamic batch sizing and LAMB.
 
-    python -m pipelines.bench_shaping curriculum [--seeds 1 2 3] [--timesteps 400000] [overrides ...]
-    python -m pipelines.bench_shaping ablation   [--seeds 4 5] [--timesteps 500000] [--reuse-default]
+    python -m pipelines.bench_shaping curriculum [overrides ...] [--seeds 1 2 3] [--timesteps 400000]
+    python -m pipelines.bench_shaping ablation [overrides ...] [--seeds 4 5] [--timesteps 500000] [--reuse-default]
 
 ``curriculum``: HalfCheetah-v5 with ``curriculum=speed`` from level 0 against the same env started on its
 hardest level (``curriculum_start=-1``: training on the final task directly), same seeds and budget; the figure
