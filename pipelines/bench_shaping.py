@@ -199,8 +199,40 @@ def save(args, name: str, data: dict) -> str:
     return text
 
 
+def plot_curriculum(data: dict, path) -> None:
+    """Left: the curriculum arm's level; right: the success rate on the hardest level, both arms."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    top = max(level for row in data["rows"] for run in row["runs"] for _, level, _ in run["curve"])
+    for i, row in enumerate(data["rows"]):
+        for run in row["runs"]:
+            frames = [f for f, _, _ in run["curve"]]
+            rate = [r if level == top else np.nan for _, level, r in run["curve"]]
+            right.plot(frames, rate, color=f"C{i}", ls=["-", "--", ":", "-."][run["seed"] % 4], alpha=0.8,
+                       label=f"{row['arm']}, seed {run['seed']}")
+            if i == 0:
+                left.step(frames, [level for _, level, _ in run["curve"]], where="post", label=f"seed {run['seed']}")
+    left.set(xlabel="env steps", ylabel="curriculum level", title="curriculum arm: level (target 0.5 + 0.5 x level m/s)")
+    right.axhline(0.8, color="grey", ls="--", lw=1)
+    right.set(xlabel="env steps", ylabel="success rate, last 64 episodes", ylim=(-0.02, 1.02),
+              title="success rate on the hardest level (3 m/s)")
+    for ax in (left, right):
+        ax.set_xlim(0, data.get("timesteps", None))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_section(name: str, data: dict) -> str:
     lines = (_curriculum_md if name == "curriculum" else _ablation_md)(data)
+    if name == "curriculum":
+        plot_curriculum(data, OUT / "curriculum.png")
+        lines += ["", "![curriculum](curriculum.png)"]
     if data.get("incomplete"):
         lines += ["", "**Incomplete**: the benchmark was cut short; rows show the seeds that finished."]
     text = "\n".join(lines + ["", NOTES[name]]) + "\n"
