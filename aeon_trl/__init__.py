@@ -8,19 +8,22 @@ from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operator
 from aeon_trl.normalize import adaptive_normalize
 from aeon_trl.objectives.gae import compute_gae
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
+from aeon_trl.optim.layerwise import Lamb, Lars
 from aeon_trl.optim.lookahead import Lookahead
-from aeon_trl.optim.schedules import AdaptiveClipper
+from aeon_trl.optim.schedules import AdaptiveClipper, DynamicBatchSize
 from aeon_trl.ppo import AdvancedPPO
 from aeon_trl.sparse_envs import register_sparse_envs
 from aeon_trl.trainer import NonFiniteError, Trainer
 from aeon_trl.transforms.curiosity import CuriosityModule, CuriosityTransform
+from aeon_trl.transforms.curriculum import Curriculum, SpeedCurriculum
 from aeon_trl.tuning import AutoTuner, TuningError
 
 register_sparse_envs()  # aeon/SparseHalfCheetah-v5 for env_id=...
 
 __all__ = [
     "AdaptiveActorCritic", "AdaptiveClipper", "AdvancedClipPPOLoss", "AdvancedPPO", "AutoTuner", "CheckpointError",
-    "Config", "ConfigError", "CuriosityModule", "CuriosityTransform", "DemonstrationBuffer", "DemonstrationError",
-    "ExperienceDataset", "Lookahead", "NonFiniteError", "Trainer", "TuningError", "adaptive_normalize",
-    "compute_gae", "make_env", "make_ppo_operators",
+    "Config", "ConfigError", "CuriosityModule", "CuriosityTransform", "Curriculum", "DemonstrationBuffer",
+    "DemonstrationError", "DynamicBatchSize", "ExperienceDataset", "Lamb", "Lars", "Lookahead", "NonFiniteError",
+    "SpeedCurriculum", "Trainer", "TuningError", "adaptive_normalize", "compute_gae", "make_env",
+    "make_ppo_operators",
 ]

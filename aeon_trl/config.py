@@ -134,6 +134,23 @@ class DemoConfig:
     demo_obs_stats: bool = True
 
 
+@dataclass
+class ShapingConfig:
+    """Automated shaping of the training problem: a curriculum of env difficulties and the batch size."""
+    # "speed": reward for running forward at a target speed, raised level by level (transforms/curriculum.py)
+    curriculum: str = "none"
+    curriculum_levels: list = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0, 2.5, 3.0])  # target m/s
+    curriculum_start: int = 0  # first level; -1 = the hardest (training on the final task directly)
+    curriculum_threshold: float = 0.8  # promote when this fraction of the last window of episodes succeeds
+    curriculum_demote: float = 0.0  # demote when the success rate falls below this; 0 never demotes
+    curriculum_window: int = 64  # episodes per success-rate window
+    curriculum_margin: float = 0.5  # m/s below the target where the speed reward has fallen to 0
+    dynamic_batch: bool = False  # grow steps_per_env when episode lengths are stable
+    dynamic_batch_cap: int = 16384  # the most frames per batch it grows to
+    dynamic_batch_growth: float = 1.5
+    dynamic_batch_cv: float = 0.1  # grow when std(episode length) < cv * mean(episode length)
+
+
 PRESETS = Path(__file__).parent / "presets"
 
 
@@ -144,7 +161,7 @@ def preset_path(env_id: str) -> Path | None:
 
 
 SECTIONS = {"env": EnvConfig, "model": ModelConfig, "ppo": PPOConfig, "optim": OptimConfig, "train": TrainConfig,
-            "curiosity": CuriosityConfig, "replay": ReplayConfig, "demo": DemoConfig}
+            "curiosity": CuriosityConfig, "replay": ReplayConfig, "demo": DemoConfig, "shaping": ShapingConfig}
 
 # The seed's names (and a few common ones from SB3/CleanRL) mapped onto ours.
 ALIASES = {
@@ -165,9 +182,10 @@ ALIASES = {
 CHOICES = {
     "env_backend": ("auto", "envpool", "gymnasium", "serial", "parallel"),
     "activation": ("tanh", "relu", "elu", "silu"),
-    "optimizer": ("adam", "adamw", "sgd"),
+    "optimizer": ("adam", "adamw", "sgd", "lamb", "lars"),
     "logger": ("csv", "tensorboard", "none"),
     "priority_key": ("advantage", "td_error"),
+    "curriculum": ("none", "speed"),
 }
 
 
@@ -185,6 +203,7 @@ class Config:
     curiosity: CuriosityConfig = field(default_factory=CuriosityConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    shaping: ShapingConfig = field(default_factory=ShapingConfig)
 
     def __post_init__(self):
         self.validate()
@@ -250,7 +269,7 @@ class Config:
     # ---- validation ---------------------------------------------------------------------
     def validate(self) -> None:
         e, m, p, o, t = self.env, self.model, self.ppo, self.optim, self.train
-        c, r, d = self.curiosity, self.replay, self.demo
+        c, r, d, s = self.curiosity, self.replay, self.demo, self.shaping
         _check(e.num_envs >= 1, "num_envs", e.num_envs, "must be >= 1")
         _check(e.env_threads >= 0, "env_threads", e.env_threads, "must be >= 0 (0 = all cores)")
         _check(e.obs_clip > 0, "obs_clip", e.obs_clip, "must be > 0")
@@ -307,6 +326,20 @@ class Config:
             _check(1 <= demo_rows < t.batch_size, "demo_ratio", d.demo_ratio,
                    f"gives {demo_rows} demo rows in a minibatch of batch_size={t.batch_size}: it must leave at "
                    "least one demo and one agent row; raise batch_size or change demo_ratio")
+        levels = s.curriculum_levels
+        _check(len(levels) >= 1 and all(b > a for a, b in zip(levels, levels[1:])), "curriculum_levels", levels,
+               "must be a non-empty list of increasing difficulties (target speeds), e.g. [1.0, 2.0, 3.0]")
+        _check(-len(levels) <= s.curriculum_start < len(levels), "curriculum_start", s.curriculum_start,
+               f"must index curriculum_levels (0..{len(levels) - 1}, or -1 for the hardest)")
+        _check(0 < s.curriculum_threshold <= 1, "curriculum_threshold", s.curriculum_threshold, "must be in (0, 1]")
+        _check(0 <= s.curriculum_demote < s.curriculum_threshold, "curriculum_demote", s.curriculum_demote,
+               "must be in [0, curriculum_threshold) (0 never demotes)")
+        _check(s.curriculum_window >= 1, "curriculum_window", s.curriculum_window, "must be >= 1 episode")
+        _check(s.curriculum_margin > 0, "curriculum_margin", s.curriculum_margin, "must be > 0")
+        _check(s.dynamic_batch_growth > 1, "dynamic_batch_growth", s.dynamic_batch_growth, "must be > 1")
+        _check(s.dynamic_batch_cv > 0, "dynamic_batch_cv", s.dynamic_batch_cv, "must be > 0, e.g. 0.1")
+        _check(not s.dynamic_batch or s.dynamic_batch_cap >= self.frames_per_batch, "dynamic_batch_cap",
+               s.dynamic_batch_cap, f"must be >= num_envs * steps_per_env = {self.frames_per_batch} (it only grows)")
         for key, allowed in CHOICES.items():
             value = getattr(self._section_of(key), key)
             _check(value in allowed, key, value, f"must be one of {list(allowed)}")
@@ -358,8 +391,12 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return int(value)
         if isinstance(default, float):
             return float(value)
-        if isinstance(default, list):
-            return [int(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        if isinstance(default, list):  # the element type of the default: int widths, float levels
+            item = type(default[0]) if default else int
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, bool) or (item is int and isinstance(v, float) and not v.is_integer()) for v in values):
+                raise TypeError
+            return [item(v) for v in values]
         if isinstance(default, str):
             if not isinstance(value, str):
                 raise TypeError

@@ -4,7 +4,8 @@ One TorchRL step carries ``num_envs`` MuJoCo steps, so TorchRL's ~1 ms per-step 
 once per batch (see benchmarks/RESULTS.md). The base env is envpool's C++ thread pool when it ships
 the id, else gymnasium's vector env inside one ``GymEnv``; ``SerialEnv`` and ``ParallelEnv`` of single
 ``GymEnv``s are there to compare (``aeon-benchmark throughput`` measures every path). On top, in this order:
-``RewardSum`` (raw episode return, for logging) -> ``SafeVecNorm`` on observations + clip ->
+the curriculum's reward (``curriculum=speed``) -> ``RewardSum`` (raw episode return, for logging) ->
+``StepCounter`` (episode lengths, with ``dynamic_batch``) -> ``SafeVecNorm`` on observations + clip ->
 ``ReturnScaling`` on rewards -> action clipping to the env's bounds (inverse transform: the policy's
 unclipped Gaussian sample is what the loss sees, the env gets the clipped one).
 """
@@ -21,9 +22,10 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 from torchrl.envs import (ClipTransform, Compose, DoubleToFloat, EnvBase, GymEnv, RewardSum, SerialEnv,
-                          ParallelEnv, TransformedEnv, VecNormV2)
+                          ParallelEnv, StepCounter, TransformedEnv, VecNormV2)
 
 from aeon_trl.config import Config, ConfigError
+from aeon_trl.transforms.curriculum import make_curriculum_transform
 from aeon_trl.transforms.obs_norm import SafeVecNorm
 from aeon_trl.transforms.reward import ReturnScaling
 
@@ -107,7 +109,12 @@ def make_env(cfg: Config, num_envs: int | None = None, seed: int | None = None,
     if not (torch.all(low == low.flatten()[0]) and torch.all(high == high.flatten()[0])):
         raise ConfigError("actions with per-dimension bounds are not supported yet: aeon_trl clips actions "
                           "to one scalar [low, high] range")
-    transforms = [RewardSum()]
+    # The curriculum rewrites the reward from the raw observation: before RewardSum (which then logs the
+    # curriculum's return) and before normalization. StepCounter gives episode lengths to dynamic batch sizing.
+    curriculum = make_curriculum_transform(cfg.shaping, cfg.env.env_id)
+    transforms = ([curriculum] if curriculum else []) + [RewardSum()]
+    if cfg.shaping.dynamic_batch:
+        transforms.append(StepCounter())
     if base.observation_spec["observation"].dtype == torch.float64:
         transforms.append(DoubleToFloat(in_keys=["observation"]))
     if cfg.env.norm_obs:

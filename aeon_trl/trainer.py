@@ -29,9 +29,10 @@ from aeon_trl.envs import (add_observation_statistics, env_dims, load_normalizat
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.optim.build import build_optimizer
-from aeon_trl.optim.schedules import (AdaptiveClipper, AdaptiveKLCoef, EntropyAnnealing, KLAdaptiveLR,
-                                      KLEarlyStop)
+from aeon_trl.optim.schedules import (AdaptiveClipper, AdaptiveKLCoef, DynamicBatchSize, EntropyAnnealing,
+                                      KLAdaptiveLR, KLEarlyStop)
 from aeon_trl.transforms.curiosity import CuriosityModule
+from aeon_trl.transforms.curriculum import find_curriculum
 
 LOSS_KEYS = ("loss_objective", "loss_critic", "loss_entropy", "loss_kl")
 DIAGNOSTIC_KEYS = ("kl_approx", "clip_fraction", "entropy", "explained_variance")
@@ -91,13 +92,20 @@ class Trainer:
         # ICM intrinsic reward on each collected batch, before GAE (its own loss and optimizer).
         self.curiosity = CuriosityModule.from_config(obs_dim, act_dim, cfg.curiosity, self.device) \
             if cfg.curiosity.curiosity else None
+        sh = cfg.shaping
+        self.curriculum = find_curriculum(self.env)  # the env's SpeedCurriculum transform, if any
+        self.batch_sizer = DynamicBatchSize(cfg.train.steps_per_env, cfg.env.num_envs, sh.dynamic_batch_cap,
+                                            sh.dynamic_batch_growth, sh.dynamic_batch_cv) if sh.dynamic_batch else None
+        self.frames_per_batch = cfg.frames_per_batch  # grows with dynamic batch sizing
+        # With dynamic batch sizing the storage holds the cap; the sampler draws from what the batch filled.
+        capacity = sh.dynamic_batch_cap if sh.dynamic_batch else cfg.frames_per_batch
         r = cfg.replay
         self.priority = PPOPriority(r.priority_key, r.priority_alpha, r.priority_beta, r.priority_beta_end,
                                     p.gamma) if r.prioritized else None
         if self.priority is not None:
-            self.buffer = self.priority.make_buffer(cfg.frames_per_batch, cfg.train.batch_size, self.device)
+            self.buffer = self.priority.make_buffer(capacity, cfg.train.batch_size, self.device)
         else:
-            self.buffer = ReplayBuffer(storage=LazyTensorStorage(cfg.frames_per_batch, device=self.device),
+            self.buffer = ReplayBuffer(storage=LazyTensorStorage(capacity, device=self.device),
                                        sampler=SamplerWithoutReplacement(), batch_size=cfg.train.batch_size)
         self.demos = DemonstrationBuffer.from_file(cfg.demo.demos, env=self.env, env_id=cfg.env.env_id) \
             if cfg.demo.demos else None
@@ -120,11 +128,14 @@ class Trainer:
         """One on-policy batch ``[num_envs, steps_per_env]``; the collector starts on first use."""
         if self._collector is None:
             # The collector's construction draws from torch's RNG; a resumed run builds it again, so keep
-            # the stream untouched to sample the same actions as the uninterrupted run.
+            # the stream untouched to sample the same actions as the uninterrupted run. use_buffers=False with
+            # dynamic batch sizing: the rollout is stacked per batch instead of written into a buffer of a fixed
+            # length, so the rollout length can change between batches.
             with torch.random.fork_rng(devices=[]):
                 self._collector = Collector(
-                    self.env, self.actor, frames_per_batch=self.cfg.frames_per_batch, total_frames=-1,
-                    policy_device=self.device, storing_device=self.device, env_device="cpu")
+                    self.env, self.actor, frames_per_batch=self.frames_per_batch, total_frames=-1,
+                    policy_device=self.device, storing_device=self.device, env_device="cpu",
+                    use_buffers=False if self.batch_sizer else None)
             self._batches = iter(self._collector)
             if self._resumed_env is not None:
                 self._restore_env(self._resumed_env)
@@ -212,7 +223,7 @@ class Trainer:
             self.buffer.extend(batch.reshape(-1))
         sums: dict[str, float] = {k: 0.0 for k in self.loss_keys + DIAGNOSTIC_KEYS}
         steps = 0
-        minibatches = max(1, cfg.frames_per_batch // cfg.train.batch_size)
+        minibatches = max(1, batch.numel() // cfg.train.batch_size)
         for epoch in range(cfg.train.epochs):
             epoch_kl = 0.0
             for _ in range(minibatches):
@@ -244,6 +255,30 @@ class Trainer:
                        value_std=batch.get("state_value_std").mean().item(), **curiosity_metrics)
         return metrics
 
+    # ---- shaping: curriculum and batch size ------------------------------------------------
+    def adapt(self, batch: TensorDictBase) -> dict[str, float]:
+        """Grow the batch if episode lengths are stable; report the batch size and curriculum level."""
+        metrics = {"frames_per_batch": batch.numel()}
+        if self.batch_sizer is not None:
+            done = batch.get(("next", "done")).squeeze(-1)
+            lengths = batch.get(("next", "step_count")).squeeze(-1)[done].tolist()
+            steps = self.batch_sizer.update(lengths)
+            if self.metric_reducer is not None:  # data-parallel ranks must run the same number of minibatches
+                steps = self.batch_sizer.steps_per_env = round(self.metric_reducer(float(steps)))
+            self.resize_batch(steps * self.cfg.env.num_envs)
+        if self.curriculum is not None:
+            c = self.curriculum.curriculum
+            metrics.update(curriculum_level=c.level, curriculum_target=self.curriculum.target,
+                           curriculum_success_rate=c.success_rate, curriculum_solved=float(c.solved))
+        return metrics
+
+    def resize_batch(self, frames_per_batch: int) -> None:
+        """Collect ``frames_per_batch`` frames from the next batch on, keeping the env and its episodes."""
+        self.frames_per_batch = frames_per_batch
+        if self._collector is not None:
+            # torchrl 0.14's Collector has no public resize; this is its own constructor's setter.
+            self._collector._setup_frames_per_batch(frames_per_batch)
+
     # ---- the loop -----------------------------------------------------------------------
     def train(self, total_timesteps: int | None = None,
               on_iteration: Callable[["Trainer", dict], None] | None = None, until: int | None = None) -> dict:
@@ -260,6 +295,7 @@ class Trainer:
             metrics = self.update(batch)
             t2 = time.perf_counter()
             self.frames += batch.numel()
+            metrics.update(self.adapt(batch))
             self.iteration += 1
             recent = self.episode_returns[-100:]
             metrics.update(
@@ -293,6 +329,9 @@ class Trainer:
         env = make_env(self.cfg, num_envs=n_episodes, base_env=self.eval_env_fn(n_episodes, eval_seed))
         try:
             load_normalization_state(env, normalization_state(self.env), freeze=True)
+            curriculum = find_curriculum(env)
+            if curriculum is not None:  # a curriculum is a means: evaluation is on its hardest level
+                curriculum.curriculum.level, curriculum.frozen = curriculum.curriculum.num_levels - 1, True
             max_steps = _episode_limit(self.cfg.env.env_id, self.cfg.env.max_episode_steps)
             mode = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
             with torch.no_grad(), set_exploration_type(mode):
@@ -322,6 +361,9 @@ class Trainer:
             "env_runtime": self._env_runtime(),
             "curiosity": self.curiosity.state_dict() if self.curiosity else {},
             "counters": {"frames": self.frames, "iteration": self.iteration},
+            "shaping": {"frames_per_batch": self.frames_per_batch,
+                        "batch_sizer": self.batch_sizer.state_dict() if self.batch_sizer else {},
+                        "curriculum": self.curriculum.curriculum.state_dict() if self.curriculum else {}},
             "episode_returns": torch.tensor(self.episode_returns, dtype=torch.float64),
             "history": self.history,
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()[1]},
@@ -353,6 +395,12 @@ class Trainer:
             self.curiosity.load_state_dict(state["curiosity"])
         self.frames = state["counters"]["frames"]
         self.iteration = state["counters"]["iteration"]
+        shaping = state.get("shaping", {})  # absent in checkpoints older than curriculum/dynamic batch
+        if self.batch_sizer and shaping.get("batch_sizer"):
+            self.batch_sizer.load_state_dict(shaping["batch_sizer"])
+            self.resize_batch(shaping["frames_per_batch"])
+        if self.curriculum and shaping.get("curriculum"):
+            self.curriculum.curriculum.load_state_dict(shaping["curriculum"])
         self.episode_returns = state["episode_returns"].tolist()
         self.history = list(state["history"])
         torch.set_rng_state(state["rng"]["torch"])

@@ -28,7 +28,9 @@ LOGGED = ("episode_return", "steps_per_second", "collect_fps", "loss_objective",
           "loss_kl", "kl_approx", "clip_fraction", "entropy", "explained_variance", "lr", "clip_epsilon",
           "kl_coef", "entropy_coef", "value_std", "epochs_run", "loss_demo", "demo_coef",
           # with curiosity=true: the two per-step reward parts (normalized), the ICM losses, the coefficient
-          "reward_extrinsic", "reward_intrinsic", "loss_forward", "loss_inverse", "curiosity_coef")
+          "reward_extrinsic", "reward_intrinsic", "loss_forward", "loss_inverse", "curiosity_coef",
+          # dynamic batch sizing and the curriculum
+          "frames_per_batch", "curriculum_level", "curriculum_target", "curriculum_success_rate", "curriculum_solved")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -107,7 +109,7 @@ def run(cfg: Config, run_dir: Path, resume_state: dict | None = None) -> dict:
         bar.set_postfix(ret=f"{m['episode_return']:.1f}", sps=f"{m['steps_per_second']:.0f}", refresh=False)
         if logger is not None:
             for key in LOGGED:
-                if np.isfinite(m.get(key, np.nan)):  # curiosity/demo keys exist only when those are on
+                if np.isfinite(m.get(key, np.nan)):  # curiosity/demo/curriculum keys exist only when those are on
                     logger.log_scalar(key, m[key], step=m["frames"])
         if cfg.train.checkpoint_every and tr.iteration % cfg.train.checkpoint_every == 0:
             tr.save(run_dir / CHECKPOINT)

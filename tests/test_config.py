@@ -159,7 +159,7 @@ def test_load_missing_file():
 def test_dict_round_trip():
     cfg = Config.from_dict({**SEED, "num_critics": 3, "logger": "none", "lookahead": True})
     data = cfg.to_dict()
-    assert set(data) == {"env", "model", "ppo", "optim", "train", "curiosity", "replay", "demo"}
+    assert set(data) == {"env", "model", "ppo", "optim", "train", "curiosity", "replay", "demo", "shaping"}
     assert Config.from_dict(data) == cfg
     data["ppo"]["gamma"] = 0.5  # to_dict returns a copy, not a view
     assert cfg.ppo.gamma == 0.98

@@ -1,4 +1,4 @@
-"""Builds the optimizer the config asks for: Adam/AdamW/SGD, optionally wrapped in Lookahead.
+"""Builds the optimizer the config asks for: Adam/AdamW/SGD/LAMB/LARS, optionally wrapped in Lookahead.
 
 ``foreach=True``: one multi-tensor kernel per op instead of a Python loop over parameters (torch
 only picks it by default on CUDA); it is most of the optimizer's cost for small PPO networks on CPU.
@@ -10,6 +10,7 @@ from typing import Iterable
 import torch
 
 from aeon_trl.config import OptimConfig
+from aeon_trl.optim.layerwise import Lamb, Lars
 from aeon_trl.optim.lookahead import Lookahead
 
 
@@ -19,6 +20,10 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> t
         opt = torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.wd, foreach=True)
     elif cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.wd, foreach=True)
+    elif cfg.optimizer == "lamb":
+        opt = Lamb(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.wd)
+    elif cfg.optimizer == "lars":
+        opt = Lars(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.wd)
     else:  # sgd
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.wd)
     if cfg.lookahead:

@@ -16,6 +16,7 @@ import torch
 __all__ = [
     "AdaptiveClipper",
     "AdaptiveKLCoef",
+    "DynamicBatchSize",
     "EntropyAnnealing",
     "KLAdaptiveLR",
     "KLEarlyStop",
@@ -298,3 +299,46 @@ class KLEarlyStop(_Stateful):
         stop = not math.isfinite(kl) or kl > self.factor * self.kl_target
         self.num_stops += int(stop)
         return stop
+
+
+class DynamicBatchSize(_Stateful):
+    """Rollout length (``steps_per_env``) that grows while episode lengths are stable.
+
+    The seed's rule: once the episodes finished at the current size have a length std below ``cv`` times
+    their mean, multiply the rollout by ``growth`` (1.5), up to ``cap_frames`` per batch. Stable lengths mean
+    the policy's behaviour has settled, so a larger on-policy batch lowers gradient noise where it is
+    affordable (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training": the useful batch grows
+    as training progresses). A decision needs ``min_episodes`` episodes finished since the last resize,
+    so one wave of synchronised episodes cannot trigger several resizes.
+    """
+
+    _state_keys = ("steps_per_env", "resizes", "lengths")
+
+    def __init__(self, steps_per_env: int, num_envs: int, cap_frames: int, growth: float = 1.5, cv: float = 0.1,
+                 min_episodes: int | None = None) -> None:
+        if growth <= 1.0 or cv <= 0.0:
+            raise ValueError(f"need growth > 1 and cv > 0, got growth={growth}, cv={cv}")
+        if cap_frames < steps_per_env * num_envs:
+            raise ValueError(f"cap_frames={cap_frames} is below the starting batch {steps_per_env * num_envs}")
+        self.steps_per_env, self.num_envs = int(steps_per_env), int(num_envs)
+        self.max_steps_per_env = cap_frames // num_envs
+        self.growth, self.cv = float(growth), float(cv)
+        self.min_episodes = int(min_episodes or num_envs)
+        self.resizes = 0
+        self.lengths: list[float] = []  # the last min_episodes lengths finished since the last resize
+
+    @property
+    def frames_per_batch(self) -> int:
+        return self.steps_per_env * self.num_envs
+
+    def update(self, episode_lengths: list[float]) -> int:
+        """Add newly finished episodes' lengths; returns the (possibly grown) ``steps_per_env``."""
+        self.lengths = (self.lengths + [float(x) for x in episode_lengths])[-self.min_episodes:]
+        if len(self.lengths) < self.min_episodes or self.steps_per_env >= self.max_steps_per_env:
+            return self.steps_per_env
+        lengths = torch.tensor(self.lengths, dtype=torch.float64)
+        if lengths.std(correction=0) < self.cv * lengths.mean():
+            self.steps_per_env = min(math.ceil(self.steps_per_env * self.growth), self.max_steps_per_env)
+            self.resizes += 1
+            self.lengths = []
+        return self.steps_per_env
