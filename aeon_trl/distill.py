@@ -48,11 +48,11 @@ class DistillConfig:
     activation: str = "tanh"
     loss: str = "kl"  # "kl": KL(teacher || student) of the Gaussians; "mse": on the means
     teacher_frames: int = 50_000  # states from the teacher's own rollouts (round 0)
-    dagger_rounds: int = 4  # rounds on the student's states, labelled by the teacher; 0 = behaviour cloning only
+    dagger_rounds: int = 3  # rounds on the student's states, labelled by the teacher; 0 = behaviour cloning only
     dagger_frames: int = 20_000  # states per DAgger round
     explore: bool = False  # collect with the acting policy's Gaussian noise instead of its mean
     num_envs: int = 32  # envs stepped together while collecting
-    grad_steps: int = 2_000  # optimizer steps after each round's data are added
+    grad_steps: int = 3_000  # optimizer steps after each round's data are added
     batch_size: int = 256
     lr: float = 1e-3
     eval_episodes: int = 10
