@@ -107,7 +107,8 @@ class Distiller:
 
     def __init__(self, teacher: AdvancedPPO | str | Path, config: DistillConfig | None = None):
         self.config = cfg = config or DistillConfig()
-        self.agent = teacher if isinstance(teacher, AdvancedPPO) else load_teacher(teacher)
+        self._owns_agent = not isinstance(teacher, AdvancedPPO)
+        self.agent = load_teacher(teacher) if self._owns_agent else teacher
         self.teacher_config = self.agent.config
         seed_everything(cfg.seed)
         # The env the policies act in: the teacher's env without normalization (the policies normalize).
@@ -126,8 +127,10 @@ class Distiller:
         self.loss = DistillationLoss(TensorDictModule(self.student, in_keys=["observation"], out_keys=["loc", "scale"]),
                                      loss_type=cfg.loss)
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=cfg.lr)
-        self.buffer = ReplayBuffer(storage=LazyTensorStorage(cfg.total_frames + cfg.num_envs * (cfg.dagger_rounds + 1)),
-                                   sampler=RandomSampler(), batch_size=cfg.batch_size)
+        # Every state collected is kept (DAgger aggregates); each round rounds up to whole env steps.
+        capacity = cfg.total_frames + cfg.num_envs * (cfg.dagger_rounds + 1)
+        self.buffer = ReplayBuffer(storage=LazyTensorStorage(capacity), sampler=RandomSampler(),
+                                   batch_size=cfg.batch_size)
         self._collect_env = None
         self.history: list[dict] = []
 
@@ -236,9 +239,11 @@ class Distiller:
         return files
 
     def close(self) -> None:
+        """Close the collection env, and the teacher agent if it was loaded here (a passed agent stays open)."""
         if self._collect_env is not None and not self._collect_env.is_closed:
             self._collect_env.close()
-        self.agent.close()
+        if self._owns_agent:
+            self.agent.close()
 
 
 def latency_us(fn: Callable[[], object], calls: int = 2000, warmup: int = 200) -> float:
