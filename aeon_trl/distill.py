@@ -14,6 +14,7 @@ teacher labels the states the student visits, which are added to the same replay
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import statistics
@@ -215,9 +216,7 @@ class Distiller:
         program = torch.export.export(model, example, dynamic_shapes={"obs": {0: batch}})
         files = {"pt2": str(out / "student.pt2")}
         torch.export.save(program, files["pt2"])
-        try:
-            import onnx  # noqa: F401  (the exporter needs it)
-        except ImportError:
+        if importlib.util.find_spec("onnx") is None:  # torch's ONNX exporter needs the onnx package
             files["onnx"] = None
             warnings.warn("ONNX export skipped: the 'onnx' package is not installed (pip install onnx)", stacklevel=2)
         else:

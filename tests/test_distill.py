@@ -1,6 +1,7 @@
 """Distillation: the loss against hand computations, a short distillation of a real (tiny) Pendulum teacher,
 the exported files against the in-memory student, the torch-only example, and bad input."""
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -157,6 +158,15 @@ def test_exported_files_give_the_in_memory_students_actions(distilled):
     np.testing.assert_allclose(onnx_actions, expected.numpy(), atol=1e-5)
     meta = json.loads(Path(distilled.files["json"]).read_text())
     assert (meta["env_id"], meta["obs_dim"], meta["act_dim"], meta["action_high"]) == ("Pendulum-v1", 3, 1, 2.0)
+
+
+def test_export_without_the_onnx_package_writes_the_pt2_and_says_so(distilled, tmp_path, monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else find_spec(name, *a))
+    with pytest.warns(UserWarning, match="ONNX export skipped.*pip install onnx"):
+        files = distilled.export(tmp_path)
+    assert files["onnx"] is None and not (tmp_path / "student.onnx").exists() and Path(files["pt2"]).is_file()
+    assert json.loads(Path(files["json"]).read_text())["files"]["onnx"] is None
 
 
 def test_example_runs_the_export_without_aeon_trl(distilled, tmp_path):
