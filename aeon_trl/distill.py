@@ -245,14 +245,18 @@ class Distiller:
             self.agent.close()
 
 
-def latency_us(fn: Callable[[], object], calls: int = 2000, warmup: int = 200) -> float:
-    """Median wall time of one ``fn()`` call in microseconds (the median resists a shared machine's spikes)."""
+def latency_us(fns: dict[str, Callable[[], object]], calls: int = 2000, warmup: int = 200) -> dict[str, float]:
+    """Median wall time of one call of each ``fns[name]()`` in microseconds. The calls are interleaved
+    (one of each per pass), so a shared machine's load changes hit every candidate alike, and the median
+    resists the spikes."""
+    times: dict[str, list[int]] = {name: [] for name in fns}
     with torch.inference_mode():
         for _ in range(warmup):
-            fn()
-        times = []
+            for fn in fns.values():
+                fn()
         for _ in range(calls):
-            t0 = time.perf_counter_ns()
-            fn()
-            times.append(time.perf_counter_ns() - t0)
-    return statistics.median(times) / 1e3
+            for name, fn in fns.items():
+                t0 = time.perf_counter_ns()
+                fn()
+                times[name].append(time.perf_counter_ns() - t0)
+    return {name: statistics.median(t) / 1e3 for name, t in times.items()}

@@ -95,13 +95,12 @@ def run(checkpoint: str | Path, cfg: DistillConfig, out_dir: str | Path | None =
             teacher_returns = distiller.evaluate(distiller.teacher)
         student_returns = distiller.evaluate(distiller.student)
         one, one_np = obs[:1], obs[0].numpy()
-        latency = {
-            "teacher_module": latency_us(lambda: deployed_teacher(one), latency_calls),
-            "student_module": latency_us(lambda: deployed_student(one), latency_calls),
-            "student_pt2": latency_us(lambda: exported(one), latency_calls),
-            "teacher_get_action": latency_us(lambda: distiller.agent.get_action(one_np, deterministic=True),
-                                             latency_calls),
-        }
+        latency = latency_us({
+            "teacher_module": lambda: deployed_teacher(one),
+            "student_module": lambda: deployed_student(one),
+            "student_pt2": lambda: exported(one),
+            "teacher_get_action": lambda: distiller.agent.get_action(one_np, deterministic=True),
+        }, latency_calls)
     finally:
         distiller.close()
     t_mean, s_mean = _mean(teacher_returns), _mean(student_returns)
