@@ -53,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--latency-calls", type=int, default=2000, help="calls timed per latency figure (median)")
     p.add_argument("--out", help="output folder (default: <teacher run folder>/student-<widths>)")
     p.add_argument("--benchmark", action="store_true", help="the distillation benchmark over BENCH_ENVS x sizes")
+    p.add_argument("--report", action="store_true", help="rewrite the section from benchmarks/distill.json")
     p.add_argument("--envs", nargs="+", default=BENCH_ENVS, help="--benchmark: teachers benchmarks/runs/<env>-s2")
     p.add_argument("--sizes", nargs="+", default=None, metavar="W,W",
                    help="--benchmark: student widths, e.g. 32,32 16,16 (default: 32,32 16,16 8,8)")
@@ -111,17 +112,21 @@ def run(checkpoint: str | Path, cfg: DistillConfig, out_dir: str | Path | None =
         "param_ratio": distiller.student_params / distiller.teacher_params,
         "teacher_returns": teacher_returns, "student_returns": student_returns,
         "teacher_return": t_mean, "student_return": s_mean,
-        "return_ratio": s_mean / t_mean if teacher_returns and student_returns else None,
+        # A fraction of the return is only meaningful for a positive teacher return (Pendulum's are negative).
+        "return_ratio": s_mean / t_mean if teacher_returns and student_returns and t_mean > 0 else None,
         "action_mean_abs_error": action_error, "export_max_abs_error": export_error,
         "latency_us": latency, "train_seconds": train_seconds, "files": files,
         "config": dataclasses.asdict(cfg), "history": distiller.history,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    log(f"teacher return {t_mean:.1f}, student return {s_mean:.1f} "
-        f"({100 * (results['return_ratio'] or float('nan')):.1f}%); latency per step at batch 1 (median): "
+    log(f"teacher return {t_mean:.1f}, student return {s_mean:.1f} ({_percent(results['return_ratio'])}); latency per step at batch 1 (median): "
         + ", ".join(f"{k} {v:.1f} us" for k, v in latency.items()))
     log(f"exported: {', '.join(v for v in files.values() if v)} (max |pt2 - student| = {export_error:.2g})")
     return results
+
+
+def _percent(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{100 * ratio:.1f}%"
 
 
 def _mean(values: list[float]) -> float:
@@ -147,32 +152,56 @@ def benchmark(args: argparse.Namespace) -> dict:
 def write_section(data: dict, path: Path) -> None:
     lines = ["## Distillation", "", f"- command: `{data['command']}`", f"- machine: {data['machine']}",
              f"- date: {data['date']}", "",
-             "| teacher | student | actor params (student / teacher) | return teacher | return student | "
-             "student / teacher | mean abs action error | latency us: teacher / student module | "
-             "student .pt2 | teacher get_action |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| teacher | student | actor params student / teacher | return teacher | return student | "
+             "student / teacher | mean abs action error (teacher states) | same, student's own states | "
+             "latency us: teacher / student module | student .pt2 | teacher get_action |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
         lat = r["latency_us"]
         lines.append(
             f"| {r['env_id']} {r['teacher_hidden_sizes']} | {r['config']['hidden_sizes']} | "
             f"{r['student_params']:,} / {r['teacher_params']:,} ({r['param_ratio']:.2f}) | "
             f"{r['teacher_return']:.0f} ± {np.std(r['teacher_returns']):.0f} | "
-            f"{r['student_return']:.0f} ± {np.std(r['student_returns']):.0f} | {100 * r['return_ratio']:.1f}% | "
-            f"{r['action_mean_abs_error']:.3f} | {lat['teacher_module']:.1f} / {lat['student_module']:.1f} | "
+            f"{r['student_return']:.0f} ± {np.std(r['student_returns']):.0f} | {_percent(r['return_ratio'])} | "
+            f"{r['action_mean_abs_error']:.3f} | {r['history'][-1]['fresh_mean_abs_error']:.3f} | "
+            f"{lat['teacher_module']:.1f} / {lat['student_module']:.1f} | "
             f"{lat['student_pt2']:.1f} | {lat['teacher_get_action']:.1f} |")
+    lines += [""] + [f"- {line}" for line in verdicts(data["rows"])] + [""] + data.get("notes", [])
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines + [""] + data.get("notes", [])) + "\n")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    """Per teacher: does a student with <= 1/4 of its actor parameters keep >= 95% of its return?"""
+    out = []
+    for env_id in dict.fromkeys(r["env_id"] for r in rows):
+        small = [r for r in rows if r["env_id"] == env_id and r["param_ratio"] <= 0.25 and r["return_ratio"] is not None]
+        if not small:
+            out.append(f"{env_id}: no student with <= 1/4 of the teacher's actor parameters and a comparable "
+                       "(positive) teacher return was run.")
+            continue
+        best = max(small, key=lambda r: r["return_ratio"])
+        met = "target met" if best["return_ratio"] >= 0.95 else "target NOT met"
+        out.append(f"{env_id}: {met}: the best student with <= 1/4 of the teacher's actor parameters, "
+                   f"{best['config']['hidden_sizes']} ({best['param_ratio']:.2f}x), keeps "
+                   f"{100 * best['return_ratio']:.1f}% of the teacher's return ({best['student_return']:.0f} vs "
+                   f"{best['teacher_return']:.0f}).")
+    return out
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        if args.benchmark:
+        if args.benchmark or args.report:
             from pipelines.benchmark import OUT, machine, write_results_md
-            data = benchmark(args)
-            data.update(command="python -m pipelines.distill " + " ".join(argv if argv is not None else sys.argv[1:]),
-                        machine=machine(), date=time.strftime("%Y-%m-%d"), notes=NOTES)
-            (OUT / "distill.json").write_text(json.dumps(data, indent=2))
-            write_section(data, OUT / "sections" / "distill.md")
+            if args.benchmark:
+                data = benchmark(args)
+                data.update(command="python -m pipelines.distill " + " ".join(
+                    argv if argv is not None else sys.argv[1:]), machine=machine(), date=time.strftime("%Y-%m-%d"))
+                (OUT / "distill.json").write_text(json.dumps(data, indent=2))
+            else:
+                data = json.loads((OUT / "distill.json").read_text())
+            write_section({**data, "notes": NOTES}, OUT / "sections" / "distill.md")
             write_results_md()
             return 0
         if not args.checkpoint:

@@ -209,6 +209,14 @@ def test_cli_writes_results_and_exports(teacher_checkpoint, tmp_path, capsys):
     assert res["export_max_abs_error"] < 1e-5
     assert (out / "student.pt2").is_file() and (out / "student.onnx").is_file()
     assert "student return" in capsys.readouterr().out
+    assert res["return_ratio"] is None  # Pendulum's returns are negative: no "fraction kept"
+    row = {**res, "return_ratio": 0.96}
+    cli.write_section({"command": "c", "machine": "m", "date": "d", "rows": [row, {**row, "param_ratio": 0.5}]},
+                      tmp_path / "section.md")
+    text = (tmp_path / "section.md").read_text()
+    assert text.startswith("## Distillation") and text.count("| Pendulum-v1 [32, 32] | [8] |") == 2
+    assert "Pendulum-v1: target met" in text
+    assert "target NOT met" in "\n".join(cli.verdicts([{**row, "return_ratio": 0.9}]))
 
 
 @pytest.mark.parametrize("hidden", [[], [0], [32, -1], "32", [32.5], [True]])
