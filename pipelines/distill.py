@@ -149,6 +149,20 @@ def benchmark(args: argparse.Namespace) -> dict:
     return {"rows": rows}
 
 
+def merge_previous(data: dict, path: Path) -> None:
+    """A run of some (teacher, size) pairs keeps the earlier rows of the other pairs, each with its command."""
+    for row in data["rows"]:
+        row["command"] = data["command"]
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    key = lambda r: (r["env_id"], tuple(r["config"]["hidden_sizes"]))  # noqa: E731
+    new_keys = {key(r) for r in data["rows"]}
+    kept = [{"command": old["command"], **r} for r in old["rows"] if key(r) not in new_keys]
+    order = {env: i for i, env in enumerate(dict.fromkeys(r["env_id"] for r in kept + data["rows"]))}
+    data["rows"] = sorted(kept + data["rows"], key=lambda r: (order[r["env_id"]], -r["student_params"]))
+
+
 def write_section(data: dict, path: Path) -> None:
     lines = ["## Distillation", "", f"- command: `{data['command']}`", f"- machine: {data['machine']}",
              f"- date: {data['date']}", "",
@@ -166,6 +180,9 @@ def write_section(data: dict, path: Path) -> None:
             f"{r['action_mean_abs_error']:.3f} | {r['history'][-1]['fresh_mean_abs_error']:.3f} | "
             f"{lat['teacher_module']:.1f} / {lat['student_module']:.1f} | "
             f"{lat['student_pt2']:.1f} | {lat['teacher_get_action']:.1f} |")
+    commands = sorted({r["command"] for r in data["rows"] if "command" in r})
+    if len(commands) > 1:
+        lines += ["", "Rows come from: " + "; ".join(f"`{c}`" for c in commands)]
     lines += [""] + [f"- {line}" for line in verdicts(data["rows"])] + [""] + data.get("notes", [])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
@@ -195,9 +212,10 @@ def main(argv=None) -> int:
         if args.benchmark or args.report:
             from pipelines.benchmark import OUT, machine, write_results_md
             if args.benchmark:
+                command = "python -m pipelines.distill " + " ".join(argv if argv is not None else sys.argv[1:])
                 data = benchmark(args)
-                data.update(command="python -m pipelines.distill " + " ".join(
-                    argv if argv is not None else sys.argv[1:]), machine=machine(), date=time.strftime("%Y-%m-%d"))
+                data.update(command=command, machine=machine(), date=time.strftime("%Y-%m-%d"))
+                merge_previous(data, OUT / "distill.json")
                 (OUT / "distill.json").write_text(json.dumps(data, indent=2))
             else:
                 data = json.loads((OUT / "distill.json").read_text())

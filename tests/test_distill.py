@@ -244,3 +244,14 @@ def test_missing_and_foreign_checkpoints(tmp_path, capsys):
     assert "not an aeon_trl checkpoint" in capsys.readouterr().err
     assert cli.main([str(tmp_path / "foreign.pt"), "--hidden", "0"]) == 2
     assert cli.main([]) == 2
+
+
+def test_benchmark_rerun_keeps_the_other_rows(tmp_path):
+    def row(env, hidden, params):
+        return {"env_id": env, "config": {"hidden_sizes": hidden}, "student_params": params}
+    (tmp_path / "d.json").write_text(json.dumps({"command": "old", "rows": [
+        row("A", [32, 32], 30), row("A", [16, 16], 10), row("B", [16, 16], 5)]}))
+    data = {"command": "new", "rows": [row("B", [24, 24], 8), row("A", [16, 16], 11)]}
+    cli.merge_previous(data, tmp_path / "d.json")
+    got = [(r["env_id"], r["config"]["hidden_sizes"], r["command"]) for r in data["rows"]]
+    assert got == [("A", [32, 32], "old"), ("A", [16, 16], "new"), ("B", [24, 24], "new"), ("B", [16, 16], "old")]
