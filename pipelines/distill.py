@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,7 @@ def run(checkpoint: str | Path, cfg: DistillConfig, out_dir: str | Path | None =
             "student_pt2": lambda: exported(one),
             "teacher_get_action": lambda: distiller.agent.get_action(one_np, deterministic=True),
         }, latency_calls)
+        load = os.getloadavg()[0]  # latency on a shared machine means little without the load it ran under
     finally:
         distiller.close()
     t_mean, s_mean = _mean(teacher_returns), _mean(student_returns)
@@ -115,7 +117,7 @@ def run(checkpoint: str | Path, cfg: DistillConfig, out_dir: str | Path | None =
         # A fraction of the return is only meaningful for a positive teacher return (Pendulum's are negative).
         "return_ratio": s_mean / t_mean if teacher_returns and student_returns and t_mean > 0 else None,
         "action_mean_abs_error": action_error, "export_max_abs_error": export_error,
-        "latency_us": latency, "train_seconds": train_seconds, "files": files,
+        "latency_us": latency, "load_average": load, "train_seconds": train_seconds, "files": files,
         "config": dataclasses.asdict(cfg), "history": distiller.history,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -180,6 +182,10 @@ def write_section(data: dict, path: Path) -> None:
             f"{r['action_mean_abs_error']:.3f} | {r['history'][-1]['fresh_mean_abs_error']:.3f} | "
             f"{lat['teacher_module']:.1f} / {lat['student_module']:.1f} | "
             f"{lat['student_pt2']:.1f} | {lat['teacher_get_action']:.1f} |")
+    loads = [r["load_average"] for r in data["rows"] if "load_average" in r]
+    if loads:
+        lines += ["", f"1-minute load average when the latencies were timed: {min(loads):.1f}-{max(loads):.1f} "
+                  f"on {os.cpu_count()} cores."]
     commands = sorted({r["command"] for r in data["rows"] if "command" in r})
     if len(commands) > 1:
         lines += ["", "Rows come from: " + "; ".join(f"`{c}`" for c in commands)]
