@@ -151,6 +151,16 @@ def benchmark(args: argparse.Namespace) -> dict:
     return {"rows": rows}
 
 
+def recipe(cfg: dict) -> str:
+    """How a student was made, in a few words: loss, teacher states, DAgger rounds (and noise)."""
+    def k(n: int) -> str:
+        return f"{n / 1000:g}k" if n >= 1000 else str(n)
+    text = f"{cfg['loss']}, {k(cfg['teacher_frames'])} teacher states"
+    if cfg["dagger_rounds"]:
+        text += f" + {cfg['dagger_rounds']} x {k(cfg['dagger_frames'])} DAgger"
+    return text + (", noisy" if cfg["explore"] else "")
+
+
 def merge_previous(data: dict, path: Path) -> None:
     """A run of some (teacher, size) pairs keeps the earlier rows of the other pairs, each with its command."""
     for row in data["rows"]:
@@ -158,7 +168,7 @@ def merge_previous(data: dict, path: Path) -> None:
     if not path.exists():
         return
     old = json.loads(path.read_text())
-    key = lambda r: (r["env_id"], tuple(r["config"]["hidden_sizes"]))  # noqa: E731
+    key = lambda r: (r["env_id"], tuple(r["config"]["hidden_sizes"]), recipe(r["config"]))  # noqa: E731
     new_keys = {key(r) for r in data["rows"]}
     kept = [{"command": old["command"], **r} for r in old["rows"] if key(r) not in new_keys]
     order = {env: i for i, env in enumerate(dict.fromkeys(r["env_id"] for r in kept + data["rows"]))}
@@ -168,14 +178,14 @@ def merge_previous(data: dict, path: Path) -> None:
 def write_section(data: dict, path: Path) -> None:
     lines = ["## Distillation", "", f"- command: `{data['command']}`", f"- machine: {data['machine']}",
              f"- date: {data['date']}", "",
-             "| teacher | student | actor params student / teacher | return teacher | return student | "
+             "| teacher | student | recipe | actor params student / teacher | return teacher | return student | "
              "student / teacher | mean abs action error (teacher states) | same, student's own states | "
              "latency us: teacher / student module | student .pt2 | teacher get_action |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
         lat = r["latency_us"]
         lines.append(
-            f"| {r['env_id']} {r['teacher_hidden_sizes']} | {r['config']['hidden_sizes']} | "
+            f"| {r['env_id']} {r['teacher_hidden_sizes']} | {r['config']['hidden_sizes']} | {recipe(r['config'])} | "
             f"{r['student_params']:,} / {r['teacher_params']:,} ({r['param_ratio']:.2f}) | "
             f"{r['teacher_return']:.0f} ± {np.std(r['teacher_returns']):.0f} | "
             f"{r['student_return']:.0f} ± {np.std(r['student_returns']):.0f} | {_percent(r['return_ratio'])} | "
