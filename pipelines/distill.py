@@ -144,8 +144,8 @@ def benchmark(args: argparse.Namespace) -> dict:
         teacher_returns = None
         for hidden in sizes:
             cfg = config_from_args(args, hidden_sizes=hidden)
-            res = run(checkpoint, cfg, Path("benchmarks/runs/distill") / f"{env_id}-{'x'.join(map(str, hidden))}",
-                      args.latency_calls, teacher_returns)
+            name = f"{env_id}-{'x'.join(map(str, hidden))}-{cfg.loss}-dagger{cfg.dagger_rounds}"
+            res = run(checkpoint, cfg, Path("benchmarks/runs/distill") / name, args.latency_calls, teacher_returns)
             teacher_returns = res["teacher_returns"]
             rows.append({k: v for k, v in res.items() if k != "files"})
     return {"rows": rows}
