@@ -255,7 +255,15 @@ NOTES = [
     "policy network incl. its log-std, not the critic. Latency: one raw observation (batch 1), median over the "
     "timed calls, 1 torch thread, on this shared 2-core machine; the module columns time the same deployable "
     "graph (normalize -> MLP -> clip), `.pt2` the torch.export program loaded back, `get_action` the "
-    "AdvancedPPO facade (TensorDict + TorchRL actor + numpy).",
+    "AdvancedPPO facade (TensorDict + TorchRL actor + numpy). At batch 1 a forward pass is a handful of "
+    "dispatched ops per layer whatever their width, so latency falls far less than the parameter count; "
+    "absolute figures on a loaded machine are inflated (see the load average above), the interleaved timing "
+    "keeps the comparison between columns fair.",
+    "Recipe: `kl` = KL(teacher || student) of the Gaussians (also fits the std), `mse` = on the means; "
+    "states from the teacher's deterministic rollouts, then DAgger rounds where the student acts and the "
+    "teacher labels (Ross et al. 2011); 3,000 Adam steps (lr 1e-3, batch 256) after each round, unless the "
+    "row's command says otherwise. The student's own-states column is its error on the last DAgger round's "
+    "fresh states, before it trained on them.",
 ]
 
 if __name__ == "__main__":
