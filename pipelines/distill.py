@@ -189,7 +189,7 @@ def write_section(data: dict, path: Path) -> None:
             f"{r['student_params']:,} / {r['teacher_params']:,} ({r['param_ratio']:.2f}) | "
             f"{r['teacher_return']:.0f} ± {np.std(r['teacher_returns']):.0f} | "
             f"{r['student_return']:.0f} ± {np.std(r['student_returns']):.0f} | {_percent(r['return_ratio'])} | "
-            f"{r['action_mean_abs_error']:.3f} | {r['history'][-1]['fresh_mean_abs_error']:.3f} | "
+            f"{r['action_mean_abs_error']:.3f} | {own_states_error(r)} | "
             f"{lat['teacher_module']:.1f} / {lat['student_module']:.1f} | "
             f"{lat['student_pt2']:.1f} | {lat['teacher_get_action']:.1f} |")
     loads = [r["load_average"] for r in data["rows"] if "load_average" in r]
@@ -202,6 +202,12 @@ def write_section(data: dict, path: Path) -> None:
     lines += [""] + [f"- {line}" for line in verdicts(data["rows"])] + [""] + data.get("notes", [])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+
+
+def own_states_error(row: dict) -> str:
+    """The student's |action error| on its own states (the last DAgger round's, before training on them)."""
+    last = row["history"][-1]
+    return f"{last['fresh_mean_abs_error']:.3f}" if last["collected_by"] == "student" else "n/a (no DAgger)"
 
 
 def verdicts(rows: list[dict]) -> list[str]:
