@@ -199,7 +199,9 @@ def write_section(data: dict, path: Path) -> None:
     commands = sorted({r["command"] for r in data["rows"] if "command" in r})
     if len(commands) > 1:
         lines += ["", "Rows come from: " + "; ".join(f"`{c}`" for c in commands)]
-    lines += [""] + [f"- {line}" for line in verdicts(data["rows"])] + [""] + data.get("notes", [])
+    lines += [""] + [f"- {line}" for line in verdicts(data["rows"])]
+    for note in data.get("notes", []):
+        lines += ["", note]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -263,8 +265,8 @@ NOTES = [
     "graph (normalize -> MLP -> clip), `.pt2` the torch.export program loaded back, `get_action` the "
     "AdvancedPPO facade (TensorDict + TorchRL actor + numpy). At batch 1 a forward pass is a handful of "
     "dispatched ops per layer whatever their width, so latency falls far less than the parameter count; "
-    "absolute figures on a loaded machine are inflated (see the load average above), the interleaved timing "
-    "keeps the comparison between columns fair.",
+    "absolute figures are inflated when other jobs load the machine; the interleaved timing keeps the "
+    "comparison between the columns of a row fair.",
     "Recipe: `kl` = KL(teacher || student) of the Gaussians (also fits the std), `mse` = on the means; "
     "states from the teacher's deterministic rollouts, then DAgger rounds where the student acts and the "
     "teacher labels (Ross et al. 2011); 3,000 Adam steps (lr 1e-3, batch 256) after each round, unless the "
