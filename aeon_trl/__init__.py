@@ -3,9 +3,11 @@ from aeon_trl.checkpoint import CheckpointError
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.data.dataset import ExperienceDataset
 from aeon_trl.data.demonstrations import DemonstrationBuffer, DemonstrationError
+from aeon_trl.distill import DistillConfig, Distiller
 from aeon_trl.envs import make_env
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.normalize import adaptive_normalize
+from aeon_trl.objectives.distill import DistillationLoss
 from aeon_trl.objectives.gae import compute_gae
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.optim.layerwise import Lamb, Lars
@@ -23,7 +25,7 @@ register_sparse_envs()  # aeon/SparseHalfCheetah-v5 for env_id=...
 __all__ = [
     "AdaptiveActorCritic", "AdaptiveClipper", "AdvancedClipPPOLoss", "AdvancedPPO", "AutoTuner", "CheckpointError",
     "Config", "ConfigError", "CuriosityModule", "CuriosityTransform", "Curriculum", "DemonstrationBuffer",
-    "DemonstrationError", "DynamicBatchSize", "ExperienceDataset", "Lamb", "Lars", "Lookahead", "NonFiniteError",
-    "SpeedCurriculum", "Trainer", "TuningError", "adaptive_normalize", "compute_gae", "make_env",
-    "make_ppo_operators",
+    "DemonstrationError", "DistillConfig", "DistillationLoss", "Distiller", "DynamicBatchSize", "ExperienceDataset",
+    "Lamb", "Lars", "Lookahead", "NonFiniteError", "SpeedCurriculum", "Trainer", "TuningError",
+    "adaptive_normalize", "compute_gae", "make_env", "make_ppo_operators",
 ]

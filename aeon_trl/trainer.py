@@ -332,16 +332,9 @@ class Trainer:
             curriculum = find_curriculum(env)
             if curriculum is not None:  # a curriculum is a means: evaluation is on its hardest level
                 curriculum.curriculum.level, curriculum.frozen = curriculum.curriculum.num_levels - 1, True
-            max_steps = _episode_limit(self.cfg.env.env_id, self.cfg.env.max_episode_steps)
-            mode = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
-            with torch.no_grad(), set_exploration_type(mode):
-                rollout = env.rollout(max_steps, self.actor, break_when_any_done=False, auto_cast_to_device=True)
+            return rollout_returns(env, self.actor, episode_limit(self.cfg), deterministic)
         finally:
             env.close()
-        done = rollout.get(("next", "done")).squeeze(-1)  # [n_episodes, T]
-        returns = rollout.get(("next", "episode_reward")).squeeze(-1)
-        first_done = torch.where(done.any(-1), done.float().argmax(-1), torch.full_like(done[:, 0], -1, dtype=torch.long))
-        return returns[torch.arange(n_episodes), first_done].tolist()
 
     # ---- checkpointing ------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -429,9 +422,21 @@ def results_record(summary: dict, cfg: Config, eval_returns: list[float]) -> dic
             "config": cfg.to_dict()}
 
 
-def _episode_limit(env_id: str, override: int) -> int:
+def episode_limit(cfg: Config) -> int:
     import gymnasium as gym
-    return override or gym.spec(env_id).max_episode_steps or 1000
+    return cfg.env.max_episode_steps or gym.spec(cfg.env.env_id).max_episode_steps or 1000
+
+
+def rollout_returns(env: EnvBase, policy: Callable, max_steps: int, deterministic: bool = True) -> list[float]:
+    """The return of the first episode of each of the batched ``env``'s envs, acting with ``policy``
+    (``env`` must carry ``RewardSum``, as ``make_env`` builds it)."""
+    mode = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+    with torch.no_grad(), set_exploration_type(mode):
+        rollout = env.rollout(max_steps, policy, break_when_any_done=False, auto_cast_to_device=True)
+    done = rollout.get(("next", "done")).squeeze(-1)  # [num_envs, T]
+    returns = rollout.get(("next", "episode_reward")).squeeze(-1)
+    first_done = torch.where(done.any(-1), done.float().argmax(-1), torch.full_like(done[:, 0], -1, dtype=torch.long))
+    return returns[torch.arange(done.shape[0]), first_done].tolist()
 
 
 def _numpy_rng_state() -> dict:

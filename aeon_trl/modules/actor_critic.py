@@ -132,13 +132,19 @@ def make_ppo_operators(
     value_ensemble_key="state_value_ensemble",
 ) -> tuple[ProbabilisticActor, ValueOperator]:
     """Wrap the networks as the TorchRL actor (Gaussian, log-prob written) and critic operators."""
-    actor = ProbabilisticActor(
-        TensorDictModule(net.policy, in_keys=[observation_key], out_keys=["loc", "scale"]),
+    actor = gaussian_actor(net.policy, observation_key, action_key)
+    critic = ValueOperator(
+        net.value, in_keys=[observation_key], out_keys=[value_key, value_std_key, value_ensemble_key])
+    return actor, critic
+
+
+def gaussian_actor(policy: nn.Module, observation_key="observation", action_key="action") -> ProbabilisticActor:
+    """The TorchRL actor over a network ``obs -> (loc, scale)``: a diagonal Gaussian whose deterministic
+    action is ``loc``; writes the action's log-prob (the PPO loss reads it)."""
+    return ProbabilisticActor(
+        TensorDictModule(policy, in_keys=[observation_key], out_keys=["loc", "scale"]),
         in_keys=["loc", "scale"],
         out_keys=[action_key],
         distribution_class=IndependentNormal,
         return_log_prob=True,
     )
-    critic = ValueOperator(
-        net.value, in_keys=[observation_key], out_keys=[value_key, value_std_key, value_ensemble_key])
-    return actor, critic
