@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ from aeon_trl.data.demonstrations import REQUIRED, DemonstrationBuffer, Demonstr
 from aeon_trl.envs import make_base_env, make_env, normalize_observation
 from aeon_trl.modules.actor_critic import make_ppo_operators
 from aeon_trl.ppo import AdvancedPPO
-from aeon_trl.trainer import Trainer, _episode_limit
+from aeon_trl.trainer import Trainer, episode_limit
 
 POLICY_OBS = "policy_observation"
 
@@ -39,7 +38,7 @@ def record(trainer: Trainer, episodes: int, min_return: float = -np.inf, seed: i
     normalize = TensorDictModule(lambda obs: normalize_observation(trainer.env, obs, cfg.env.obs_clip),
                                  in_keys=["observation"], out_keys=[POLICY_OBS])
     policy = TensorDictSequential(normalize, actor)
-    max_steps = _episode_limit(cfg.env.env_id, cfg.env.max_episode_steps)
+    max_steps = episode_limit(cfg)
     kept, returns = [], []
     for round_ in range(max_rounds):
         env = make_env(raw_cfg, num_envs=episodes, base_env=make_base_env(raw_cfg, episodes, seed + round_, serial=True))
