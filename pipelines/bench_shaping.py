@@ -130,12 +130,19 @@ NOTES = {
         "into the same folder (same code, config and seed; the table reads the results.json/history.json pair one "
         "of them wrote); only its steps/s is affected."),
     "shaping_ablation": (
-        "Notes. One run per seed at a time, `env_threads=1 torch_threads=1`, on a host shared with other jobs "
-        "(steps/s are not comparable between rows run at different times). The dynamic batch row starts at "
-        "64 envs x 64 steps = 4,096 frames: HalfCheetah episodes all last 1000 steps, so the length std is 0 and "
-        "the rollout grows x1.5 after each wave of 64 finished episodes until the 16,384-frame cap "
-        "(the frames per batch at the end of each run are in the JSON). LAMB keeps the KL-adaptive lr, "
-        "which now scales each tensor's relative step."),
+        "Notes. **Neither addition beats the default here**: seed 4 improved (dynamic batch 1862, LAMB 1364 vs "
+        "1342) and seed 5 collapsed in the deterministic evaluation of both (-143, -27 vs 1338), with training "
+        "returns (mean of the last 100 episodes) of 759 / 518 (dynamic batch, s4 / s5) and 1007 / 991 (LAMB): "
+        "the seed-5 policies run in training but their deterministic (mean-action) evaluation falls over "
+        "(LAMB s5: eval std 408 over 10 episodes). Two seeds at 500k steps cannot separate these rows from noise. "
+        "The default row is reused from benchmarks/ablation.json: same config (plain defaults, `--no-preset`), "
+        "seeds and budget, and this branch leaves the default path unchanged (no curriculum, no StepCounter, the "
+        "same collector and minibatch count). The dynamic batch grew at each wave of 64 finished 1000-step "
+        "episodes (length std 0): 4,096 -> 6,144 -> 9,216 -> 13,824 -> 16,384 frames (cap) at about 72k, 142k, "
+        "211k and 283k steps; the minibatch size stays 1024, so the gradient steps per sample do not change. LAMB "
+        "keeps the KL-adaptive lr, which now sets each tensor's relative step. One run at a time, "
+        "`env_threads=1 torch_threads=1`, on a host shared with other jobs: steps/s are not comparable between "
+        "rows run at different times (the default row ran two at a time on a quieter host)."),
 }
 
 
