@@ -112,21 +112,39 @@ def _ablation_data(args, runs: dict[str, list[dict]], reused: dict | None) -> di
 
 NOTES = {
     "curriculum": (
-        "Notes. The reward's fall-off below the target decides whether a curriculum is needed. A first version "
-        "used a Gaussian fall-off (exp(-((target - v) / 0.5)^2 / 2), never exactly 0); in a calibration run on "
-        "seed 0 (300k steps, not a benchmark seed) training directly on the 3 m/s level reached it at 282,624 steps, "
-        "while the curriculum was still on level 3 (2 m/s) at 300k: return normalization turns the tiny Gaussian "
-        "tail into a dense \"run faster\" signal, so the hard task was not hard. With the linear fall-off "
-        "(0 further than 0.5 m/s below the target) the 3 m/s task gives no reward until the policy already runs "
-        "at 2.5 m/s, which is the sparse case a curriculum is for. The success test is the same for both arms "
-        "(the direct arm is the curriculum started on its last level), so \"reached\" means the same thing."),
+        "Notes. **The target \"the curriculum reaches the hardest level's target sooner than training on it "
+        "directly\" is not met at this budget**: 1 of 3 seeds reached it in each arm (372,736 vs 385,024 steps), "
+        "and the final evaluations at 3 m/s overlap. At 400k steps the direct arm's last success rates on the "
+        "3 m/s level were 0.55, 0.31 and 0.8 (solved); the curriculum arm ended solved (s1), on level 4 (s2) and "
+        "just promoted to level 5 (s3). Where the time goes: the curriculum arm spent 119k-143k steps on level 0 "
+        "(0.5 m/s, 80% of 64 episodes) and 12k-65k on each later level, one full window of episodes per decision; "
+        "the direct arm is not as starved as planned because return normalization (`norm_reward`) divides the rare "
+        "non-zero rewards by a tiny return std, so its first lucky fast steps already give a usable signal "
+        "(its training return rises from the first iterations). Untried here for lack of time: fewer, larger levels "
+        "or a shorter window, and a direct arm without reward normalization. The reward's fall-off matters: a first "
+        "version with a Gaussian fall-off (exp(-((target - v) / 0.5)^2 / 2), never exactly 0) was calibrated on "
+        "seed 0 (300k steps, not a benchmark seed): training directly on 3 m/s reached it at 282,624 steps while "
+        "the curriculum was on level 3 (2 m/s) at 300k, so the linear fall-off (0 further than 0.5 m/s below the "
+        "target) was used for the table. Both arms use the same success test (the direct arm is the curriculum "
+        "started on its last level). The seed-1 curriculum run was accidentally launched twice at the same time "
+        "into the same folder (same code, config and seed; the table reads the results.json/history.json pair one "
+        "of them wrote); only its steps/s is affected."),
     "shaping_ablation": (
-        "Notes. One run per seed at a time, `env_threads=1 torch_threads=1`, on a host shared with other jobs "
-        "(steps/s are not comparable between rows run at different times). The dynamic batch row starts at "
-        "64 envs x 64 steps = 4,096 frames: HalfCheetah episodes all last 1000 steps, so the length std is 0 and "
-        "the rollout grows x1.5 after each wave of 64 finished episodes until the 16,384-frame cap "
-        "(the frames per batch at the end of each run are in the JSON). LAMB keeps the KL-adaptive lr, "
-        "which now scales each tensor's relative step."),
+        "Notes. **Neither addition beats the default here**: seed 4 improved (dynamic batch 1862, LAMB 1364 vs "
+        "1342) and seed 5 collapsed in the deterministic evaluation of both (-143, -27 vs 1338), with training "
+        "returns (mean of the last 100 episodes) of 759 / 518 (dynamic batch, s4 / s5) and 1007 / 991 (LAMB): "
+        "the seed-5 policies run in training but their deterministic (mean-action) evaluation falls over "
+        "(LAMB s5: eval std 408 over 10 episodes). Two seeds at 500k steps cannot separate these rows from noise. "
+        "The default row is reused from benchmarks/ablation.json: same config (plain defaults, `--no-preset`), "
+        "seeds and budget, and this branch leaves the default path unchanged (no curriculum, no StepCounter, the "
+        "same collector and minibatch count); checked: `python -m pipelines.train --no-preset env_threads=1 "
+        "torch_threads=1 env_id=HalfCheetah-v5 seed=5 total_timesteps=500000` on this branch evaluates to 1338.2 "
+        "± 140.0, the reused row's seed-5 value exactly. The dynamic batch grew at each wave of 64 finished 1000-step "
+        "episodes (length std 0): 4,096 -> 6,144 -> 9,216 -> 13,824 -> 16,384 frames (cap) at about 72k, 142k, "
+        "211k and 283k steps; the minibatch size stays 1024, so the gradient steps per sample do not change. LAMB "
+        "keeps the KL-adaptive lr, which now sets each tensor's relative step. One run at a time, "
+        "`env_threads=1 torch_threads=1`, on a host shared with other jobs: steps/s are not comparable between "
+        "rows run at different times (the default row ran two at a time on a quieter host)."),
 }
 
 
