@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from aeon_trl.checkpoint import load_checkpoint
 from aeon_trl.config import Config
 
