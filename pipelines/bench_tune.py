@@ -153,7 +153,9 @@ def write_section(data: dict, table: str, name: str = "tune") -> None:
                                          else " (the ± ranges do not overlap)."), "",
         f"Notes: PBT ranks lineages, not configs trained from scratch. The winner (member {best_id}) trained with "
         f"its final hyperparameters only from generation {final_since} of {data['generations']} on ({lineage}; "
-        "member 0 starts at the base config), and the tuning metric is the lineage's noisy training return. So the "
+        "member 0 starts at the base config), and the tuning metric is " + (
+            "the lineage's noisy training return" if tc["metric"] == "100_episode_return" else
+            f"a {tc['eval_episodes']}-episode deterministic evaluation of the lineage on one fixed seed") + ". So the "
         "table compares a from-scratch run of the winner's last hyperparameters with the base config, which is what "
         "`aeon-train --config best.yaml` gives; the best member's own policy row is what PBT itself produced.",
         "", "Base hyperparameters: " + ", ".join(f"`{k}={v}`" for k, v in data["base_hparams"].items()), "",
