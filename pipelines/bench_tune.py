@@ -35,6 +35,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--generations", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102],
                         help="fresh seeds of the from-scratch comparison (the tuner uses seed 0: members 1000+)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override tuning keys of the YAML (e.g. metric=eval_return eval_timesteps=24576)")
+    parser.add_argument("--name", default="tune", help="output name: benchmarks/<name>.json, sections/<name>.md")
+    parser.add_argument("--report", action="store_true",
+                        help="only rewrite the section and plots from benchmarks/tune.json and the tuner's state")
     return parser.parse_args(argv)
 
 
@@ -57,10 +62,19 @@ def main(argv=None) -> int:
     from aeon_trl.tuning import AutoTuner, TuningConfig
     from pipelines.tune import members_table, plot
 
+    tune_dir = OUT / "runs" / f"{args.name}-{args.env}"
+    if args.report:
+        state = json.loads((tune_dir / "tuner_state.json").read_text())
+        for png in plot(state, tune_dir):
+            shutil.copy(png, OUT / png.name.replace("tune", args.name, 1))
+        write_section(json.loads((OUT / f"{args.name}.json").read_text()), members_table(state), args.name)
+        from pipelines.benchmark import write_results_md
+        write_results_md()
+        return 0
     command = "python -m pipelines.bench_tune " + " ".join(argv if argv is not None else sys.argv[1:])
     base = Config().with_overrides([f"env_id={args.env}", "env_threads=1", "torch_threads=1", "progress=false"])
-    tuning = TuningConfig.from_dict(OmegaConf.to_container(OmegaConf.load(args.tuning), resolve=True), base)
-    tune_dir = OUT / "runs" / f"tune-{args.env}"
+    data = OmegaConf.merge(OmegaConf.load(args.tuning), OmegaConf.from_dotlist(args.set))
+    tuning = TuningConfig.from_dict(OmegaConf.to_container(data, resolve=True), base)
     start = time.perf_counter()
     tuner = AutoTuner(base, tuning, tune_dir=tune_dir, log=lambda m: print(m, flush=True))
     best = tuner.run(args.generations)
@@ -68,7 +82,7 @@ def main(argv=None) -> int:
     state = tuner.state
     pngs = plot(state, tune_dir)
     for png in pngs:
-        shutil.copy(png, OUT / png.name)
+        shutil.copy(png, OUT / png.name.replace("tune", args.name, 1))
     last = state["history"][-1]
     best_member = last["members"][last["ranking"][0]]
     horizon = best.train.total_timesteps
@@ -79,8 +93,8 @@ def main(argv=None) -> int:
     best_overrides = [f"{k}={v}" for k, v in best_member["hparams"].items()]
     for seed in args.seeds:
         common = [f"env_id={args.env}", f"total_timesteps={horizon}", f"seed={seed}", "torch_threads=1"]
-        rows["base"].append(train_run(f"tune-base-s{seed}", common, jobs=2))
-        rows["best"].append(train_run(f"tune-best-s{seed}", common + best_overrides, jobs=2))
+        rows["base"].append(train_run(f"{args.name}-base-s{seed}", common, jobs=2))
+        rows["best"].append(train_run(f"{args.name}-best-s{seed}", common + best_overrides, jobs=2))
     summary = {}
     for name, runs in rows.items():
         evals = [r["eval_mean"] for r in runs]
@@ -95,8 +109,8 @@ def main(argv=None) -> int:
         "base_hparams": {k: getattr(base._section_of(k), k) for k in tuning.parameters},
         "from_scratch": summary, "history": state["history"],
     }
-    (OUT / "tune.json").write_text(json.dumps(data, indent=1))
-    write_section(data, members_table(state))
+    (OUT / f"{args.name}.json").write_text(json.dumps(data, indent=1))
+    write_section(data, members_table(state), args.name)
     from pipelines.benchmark import write_results_md
     write_results_md()
     b, t = summary["base"], summary["best"]
@@ -104,14 +118,20 @@ def main(argv=None) -> int:
     return 0
 
 
-def write_section(data: dict, table: str) -> None:
+def write_section(data: dict, table: str, name: str = "tune") -> None:
     b, t = data["from_scratch"]["base"], data["from_scratch"]["best"]
     own = data["best_member_own_policy_eval"]
     tc = data["tuning"]
     verdict = "beats" if t["eval_mean"] > b["eval_mean"] else "does NOT beat"
-    overlap = (t["eval_mean"] - t["eval_std"]) <= (b["eval_mean"] + b["eval_std"])
+    overlap = max(t["eval_mean"] - t["eval_std"], b["eval_mean"] - b["eval_std"]) <= \
+        min(t["eval_mean"] + t["eval_std"], b["eval_mean"] + b["eval_std"])
+    wins = sum(x > y for x, y in zip(t["per_seed"], b["per_seed"]))
+    best_id = data["best_member"]["id"]
+    copies = [(rec["generation"] + 1, pa) for rec in data["history"] for lo, pa in rec["exploited"] if lo == best_id]
+    final_since = copies[-1][0] + 1 if copies else 1
+    lineage = ("; ".join(f"after generation {g} it copied member {pa}" for g, pa in copies) or "it was never exploited")
     lines = [
-        "## Population-based tuning (AutoTuner)", "",
+        f"## Population-based tuning (AutoTuner): {data['env']}, metric {data['tuning']['metric']}", "",
         f"- command: `{data['command']}`", f"- machine: {data['machine']}", f"- date: {data['date']}",
         f"- tuner: {data['env']}, population {tc['population_size']}, {data['generations']} generations x "
         f"{tc['eval_timesteps']} steps per member, metric `{tc['metric']}`, mutation_rate {tc['mutation_rate']}, "
@@ -128,14 +148,22 @@ def write_section(data: dict, table: str) -> None:
         f"{[round(x) for x in t['per_seed']]} | {t['steps_per_second']:.0f} |",
         f"| best member's own policy (PBT schedule, same steps; 10 episodes, one fresh eval seed) | "
         f"{own['mean']:.0f} ± {own['std']:.0f} (over episodes) | - | - |", "",
-        f"Result: the tuned config {verdict} the base config at equal steps"
-        + (" (the ± ranges overlap: with 3 seeds this is not a significant difference)." if overlap else "."),
+        f"Result: the tuned config {verdict} the base config at equal steps; it is better on {wins} of "
+        f"{len(t['per_seed'])} seeds" + (" (the ± ranges overlap: not a significant difference)." if overlap
+                                         else " (the ± ranges do not overlap)."), "",
+        f"Notes: PBT ranks lineages, not configs trained from scratch. The winner (member {best_id}) trained with "
+        f"its final hyperparameters only from generation {final_since} of {data['generations']} on ({lineage}; "
+        "member 0 starts at the base config), and the tuning metric is " + (
+            "the lineage's noisy training return" if tc["metric"] == "100_episode_return" else
+            f"a {tc['eval_episodes']}-episode deterministic evaluation of the lineage on one fixed seed") + ". So the "
+        "table compares a from-scratch run of the winner's last hyperparameters with the base config, which is what "
+        "`aeon-train --config best.yaml` gives; the best member's own policy row is what PBT itself produced.",
         "", "Base hyperparameters: " + ", ".join(f"`{k}={v}`" for k, v in data["base_hparams"].items()), "",
         "Final generation (rank by the tuning metric; parents = the members it copied, generation by generation):",
-        "", table, "", "![metric per generation](tune_metric.png)", "![hyperparameters per generation](tune_hparams.png)",
+        "", table, "", f"![metric per generation]({name}_metric.png)", f"![hyperparameters per generation]({name}_hparams.png)",
     ]
     (OUT / "sections").mkdir(parents=True, exist_ok=True)
-    (OUT / "sections" / "tune.md").write_text("\n".join(lines) + "\n")
+    (OUT / "sections" / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

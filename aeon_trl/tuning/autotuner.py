@@ -27,9 +27,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from aeon_trl.checkpoint import atomic_write, load_checkpoint
+from aeon_trl.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from aeon_trl.config import Config
 from aeon_trl.launch.job import BOOKKEEPING_KEYS, config_differences
+from aeon_trl.trainer import NonFiniteError, Trainer
 from aeon_trl.tuning.space import TuningConfig, TuningError
 
 STATE = "tuner_state.json"
@@ -97,9 +98,6 @@ class Trial:
 
 def run_trial(trial: Trial) -> dict:
     """Train one member for one generation; returns its metrics (``score`` None when training diverged)."""
-    from aeon_trl.checkpoint import save_checkpoint
-    from aeon_trl.trainer import NonFiniteError, Trainer
-
     cfg = Config.from_dict(trial.config)
     trainer = Trainer(cfg, env=trial.env_factory(cfg) if trial.env_factory else None)
     start = time.perf_counter()
