@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +97,11 @@ def demos(args) -> dict:
     target = args.fraction * expert
     common = [f"env_id={env}", f"total_timesteps={args.timesteps}", *THREADS]
     variants = {"with demonstrations": [f"demos={demo_file}", *args.overrides], "without demonstrations": []}
-    results = {label: [run(f"demos-{env}-{'demos' if ov else 'none'}-s{seed}", [*common, f"seed={seed}", *ov])
-                       for seed in args.seeds] for label, ov in variants.items()}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {label: [pool.submit(run, f"demos-{env}-{'demos' if ov else 'none'}-s{seed}",
+                                       [*common, f"seed={seed}", *ov]) for seed in args.seeds]
+                   for label, ov in variants.items()}
+        results = {label: [f.result() for f in fs] for label, fs in futures.items()}
     plot(results, target, f"{env}: PPO with and without {info['transitions']} expert transitions",
          OUT / f"demos_{env}.png")
     rows = []
@@ -183,7 +187,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--timesteps", type=int, default=None)
     parser.add_argument("--note", action="append", default=[], help="a note for the section (how settings were chosen)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    args = parser.parse_intermixed_args(argv)
     defaults = {"demos": ([1, 2, 3], 500_000), "per": ([4, 5], 300_000)}[args.kind]
     args.seeds, args.timesteps = args.seeds or defaults[0], args.timesteps or defaults[1]
     data = demos(args) if args.kind == "demos" else per(args)
