@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -30,8 +31,8 @@ from pipelines.train import build_config, parse_args
 SECTIONS = OUT / "sections"
 THREADS = ["env_threads=1", "torch_threads=1"]
 PER_VARIANTS = {"uniform minibatches (default)": [],
-                "prioritized, |advantage|": ["prioritized=true", "priority_key=advantage"],
-                "prioritized, |TD error|": ["prioritized=true", "priority_key=td_error"]}
+                "prioritized by abs(advantage)": ["prioritized=true", "priority_key=advantage"],
+                "prioritized by abs(TD error)": ["prioritized=true", "priority_key=td_error"]}
 
 
 def run(name: str, overrides: list[str], preset: bool = True) -> dict:
@@ -192,7 +193,7 @@ def main(argv=None) -> int:
     defaults = {"demos": ([1, 2, 3], 500_000), "per": ([4, 5], 300_000)}[args.kind]
     args.seeds, args.timesteps = args.seeds or defaults[0], args.timesteps or defaults[1]
     data = demos(args) if args.kind == "demos" else per(args)
-    command = "python -m pipelines.bench_replay_demos " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m pipelines.bench_replay_demos " + shlex.join(argv if argv is not None else sys.argv[1:])
     data.update(command=command, machine=machine(), date=time.strftime("%Y-%m-%d"))
     (OUT / f"{args.kind}.json").write_text(json.dumps(data, indent=2))
     title = {"demos": "## Expert demonstrations (DAPG-style)", "per": "## Prioritized minibatches"}[args.kind]
