@@ -55,6 +55,11 @@ def steps_to(history: list[dict], target: float) -> int | None:
     return next((h["frames"] for h in history if h["episode_return"] >= target), None)
 
 
+def return_at(history: list[dict], frames: int) -> float:
+    """The logged training return of the last iteration that ended at or before ``frames``."""
+    return next(h["episode_return"] for h in reversed(history) if h["frames"] <= frames)
+
+
 def plot(runs: dict[str, list[dict]], target: float, title: str, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -108,7 +113,10 @@ def demos(args) -> dict:
     rows = []
     for label, per_seed in results.items():
         steps = [steps_to(r["history"], target) for r in per_seed]
+        checkpoints = [args.timesteps // 5, args.timesteps // 2, args.timesteps]
         rows.append({"variant": label, "overrides": " ".join(variants[label]) or "-", "steps_to_target": steps,
+                     "train_return_at": {str(c): [round(return_at(r["history"], c)) for r in per_seed]
+                                         for c in checkpoints},
                      "eval_returns": [round(r["eval_mean"], 1) for r in per_seed],
                      "eval_mean": float(np.mean([r["eval_mean"] for r in per_seed])),
                      "steps_per_second": statistics.median(r["steps_per_second"] for r in per_seed)})
@@ -130,15 +138,19 @@ def demos_md(data: dict) -> list[str]:
              f"{data['expert_return']:.0f} (mean of every episode it played while recording); target "
              f"{data['fraction']:.0%} of it = **{data['target_return']:.0f}**, measured on the {data['measure']}. "
              f"Budget {data['timesteps']:,} env steps per run, seeds {data['seeds']}.", "",
-             "| variant | overrides | env steps to target, per seed | final eval return, per seed | mean | steps/s |",
-             "|---|---|---|---|---|---|"]
+             "| variant | overrides | env steps to target, per seed | "
+             + " | ".join(f"training return at {int(c):,} steps" for c in data["rows"][0]["train_return_at"])
+             + " | final eval return, per seed (mean) | steps/s |",
+             "|---|---|---|" + "---|" * len(data["rows"][0]["train_return_at"]) + "---|---|"]
     for r in data["rows"]:
+        at = " | ".join(str(v) for v in r["train_return_at"].values())
         lines.append(f"| {r['variant']} | `{r['overrides']}` | {', '.join(fmt(s) for s in r['steps_to_target'])} | "
-                     f"{r['eval_returns']} | {r['eval_mean']:.0f} | {r['steps_per_second']:.0f} |")
+                     f"{at} | {r['eval_returns']} ({r['eval_mean']:.0f}) | {r['steps_per_second']:.0f} |")
     ok = data["half_or_less_per_seed"]
     lines += ["", f"Demonstrations needed at most half the steps of the run without them on {sum(ok)} of {len(ok)} "
-              "seeds (a run without them that never reached the target counts as the whole budget).", "",
-              f"![demos](../demos_{data['env_id']}.png)"]
+              "seeds (a run without them that never reached the target counts as the whole budget): the target "
+              f"(at most half on every seed) is **{'met' if all(ok) else 'not met'}**.", "",
+              f"![demos](demos_{data['env_id']}.png)"]
     return lines
 
 
