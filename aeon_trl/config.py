@@ -126,9 +126,11 @@ class DemoConfig:
     """Expert demonstrations mixed into the minibatches with a decaying behaviour-cloning term (DAPG)."""
     demos: str = ""  # demonstration file (.pt) or memmap folder written by aeon-record-demos; "" = off
     demo_ratio: float = 0.3  # fraction of every minibatch drawn from the demonstrations
-    demo_coef: float = 0.1  # weight of the demo log-likelihood term at iteration 0 ...
-    demo_coef_decay: float = 0.97  # ... multiplied by this every iteration (DAPG's lambda_1)
-    demo_pretrain_steps: int = 500  # behaviour-cloning steps on demo-only minibatches before the first update
+    # Chosen on Hopper-v5 seed 0 (benchmarks/RESULTS.md, demonstrations): more pre-training steps shrink the
+    # cloned policy's std until PPO's KL-adaptive lr stalls.
+    demo_coef: float = 1.0  # weight of the demo log-likelihood term at iteration 0 ...
+    demo_coef_decay: float = 0.98  # ... multiplied by this every iteration (DAPG's lambda_1)
+    demo_pretrain_steps: int = 2000  # behaviour-cloning steps on demo-only minibatches before the first update
     # Fold the demonstrations' states into the running obs statistics at the start, so the states the policy
     # is cloned on are not normalized (and clipped) by statistics of the first random-policy batch alone.
     demo_obs_stats: bool = True

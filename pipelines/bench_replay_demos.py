@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +31,8 @@ from pipelines.train import build_config, parse_args
 SECTIONS = OUT / "sections"
 THREADS = ["env_threads=1", "torch_threads=1"]
 PER_VARIANTS = {"uniform minibatches (default)": [],
-                "prioritized, |advantage|": ["prioritized=true", "priority_key=advantage"],
-                "prioritized, |TD error|": ["prioritized=true", "priority_key=td_error"]}
+                "prioritized by abs(advantage)": ["prioritized=true", "priority_key=advantage"],
+                "prioritized by abs(TD error)": ["prioritized=true", "priority_key=td_error"]}
 
 
 def run(name: str, overrides: list[str], preset: bool = True) -> dict:
@@ -51,6 +53,11 @@ def run(name: str, overrides: list[str], preset: bool = True) -> dict:
 
 def steps_to(history: list[dict], target: float) -> int | None:
     return next((h["frames"] for h in history if h["episode_return"] >= target), None)
+
+
+def return_at(history: list[dict], frames: int) -> float:
+    """The logged training return of the last iteration that ended at or before ``frames``."""
+    return next(h["episode_return"] for h in reversed(history) if h["frames"] <= frames)
 
 
 def plot(runs: dict[str, list[dict]], target: float, title: str, path: Path) -> None:
@@ -96,14 +103,20 @@ def demos(args) -> dict:
     target = args.fraction * expert
     common = [f"env_id={env}", f"total_timesteps={args.timesteps}", *THREADS]
     variants = {"with demonstrations": [f"demos={demo_file}", *args.overrides], "without demonstrations": []}
-    results = {label: [run(f"demos-{env}-{'demos' if ov else 'none'}-s{seed}", [*common, f"seed={seed}", *ov])
-                       for seed in args.seeds] for label, ov in variants.items()}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {label: [pool.submit(run, f"demos-{env}-{'demos' if ov else 'none'}-s{seed}",
+                                       [*common, f"seed={seed}", *ov]) for seed in args.seeds]
+                   for label, ov in variants.items()}
+        results = {label: [f.result() for f in fs] for label, fs in futures.items()}
     plot(results, target, f"{env}: PPO with and without {info['transitions']} expert transitions",
          OUT / f"demos_{env}.png")
     rows = []
     for label, per_seed in results.items():
         steps = [steps_to(r["history"], target) for r in per_seed]
+        checkpoints = [args.timesteps // 5, args.timesteps // 2, args.timesteps]
         rows.append({"variant": label, "overrides": " ".join(variants[label]) or "-", "steps_to_target": steps,
+                     "train_return_at": {str(c): [round(return_at(r["history"], c)) for r in per_seed]
+                                         for c in checkpoints},
                      "eval_returns": [round(r["eval_mean"], 1) for r in per_seed],
                      "eval_mean": float(np.mean([r["eval_mean"] for r in per_seed])),
                      "steps_per_second": statistics.median(r["steps_per_second"] for r in per_seed)})
@@ -125,15 +138,19 @@ def demos_md(data: dict) -> list[str]:
              f"{data['expert_return']:.0f} (mean of every episode it played while recording); target "
              f"{data['fraction']:.0%} of it = **{data['target_return']:.0f}**, measured on the {data['measure']}. "
              f"Budget {data['timesteps']:,} env steps per run, seeds {data['seeds']}.", "",
-             "| variant | overrides | env steps to target, per seed | final eval return, per seed | mean | steps/s |",
-             "|---|---|---|---|---|---|"]
+             "| variant | overrides | env steps to target, per seed | "
+             + " | ".join(f"training return at {int(c):,} steps" for c in data["rows"][0]["train_return_at"])
+             + " | final eval return, per seed (mean) | steps/s |",
+             "|---|---|---|" + "---|" * len(data["rows"][0]["train_return_at"]) + "---|---|"]
     for r in data["rows"]:
+        at = " | ".join(str(v) for v in r["train_return_at"].values())
         lines.append(f"| {r['variant']} | `{r['overrides']}` | {', '.join(fmt(s) for s in r['steps_to_target'])} | "
-                     f"{r['eval_returns']} | {r['eval_mean']:.0f} | {r['steps_per_second']:.0f} |")
+                     f"{at} | {r['eval_returns']} ({r['eval_mean']:.0f}) | {r['steps_per_second']:.0f} |")
     ok = data["half_or_less_per_seed"]
     lines += ["", f"Demonstrations needed at most half the steps of the run without them on {sum(ok)} of {len(ok)} "
-              "seeds (a run without them that never reached the target counts as the whole budget).", "",
-              f"![demos](../demos_{data['env_id']}.png)"]
+              "seeds (a run without them that never reached the target counts as the whole budget): the target "
+              f"(at most half on every seed) is **{'met' if all(ok) else 'not met'}**.", "",
+              f"![demos](demos_{data['env_id']}.png)"]
     return lines
 
 
@@ -183,11 +200,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--timesteps", type=int, default=None)
     parser.add_argument("--note", action="append", default=[], help="a note for the section (how settings were chosen)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    args = parser.parse_intermixed_args(argv)
     defaults = {"demos": ([1, 2, 3], 500_000), "per": ([4, 5], 300_000)}[args.kind]
     args.seeds, args.timesteps = args.seeds or defaults[0], args.timesteps or defaults[1]
     data = demos(args) if args.kind == "demos" else per(args)
-    command = "python -m pipelines.bench_replay_demos " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m pipelines.bench_replay_demos " + shlex.join(argv if argv is not None else sys.argv[1:])
     data.update(command=command, machine=machine(), date=time.strftime("%Y-%m-%d"))
     (OUT / f"{args.kind}.json").write_text(json.dumps(data, indent=2))
     title = {"demos": "## Expert demonstrations (DAPG-style)", "per": "## Prioritized minibatches"}[args.kind]

@@ -10,7 +10,7 @@ entropy bonus, advantage normalization. This subclass overrides only what differ
   and reports that estimator as ``kl_approx``.
 - ``_reduce_loss``: every per-sample term (objective, critic, entropy, KL) is reduced with the
   importance-sampling weights of prioritized minibatches when the input carries them
-  (``"priority_weight"``, written by torchrl's ``TensorDictPrioritizedReplayBuffer``). torchrl 0.14's
+  (``"priority_weight"``, written by torchrl's replay buffers with a ``PrioritizedSampler``). torchrl 0.14's
   ``_reduce_loss`` takes ``weights`` but ``ClipPPOLoss.forward`` never passes any; its weighted mean is
   ``sum(w * l) / sum(w)``;
 - demonstrations (DAPG, Rajeswaran et al. 2018): rows flagged ``is_demo`` are split off before the
