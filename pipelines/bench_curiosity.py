@@ -36,15 +36,27 @@ def first_reach(history: list[dict], threshold: float) -> int | None:
     return next((h["frames"] for h in history if h["episode_return"] >= threshold), None)
 
 
-def run_task(task: str, seeds: list[int], timesteps: int) -> dict:
+def finished_run(name: str) -> dict | None:
+    """A run folder this benchmark already completed (``--reuse``), read as ``train_run`` returns it."""
+    run_dir = OUT / "runs" / name
+    if not (run_dir / "results.json").exists():
+        return None
+    r = json.loads((run_dir / "results.json").read_text())
+    r["history"] = json.loads((run_dir / "history.json").read_text())
+    r["process_wall_time"] = r["wall_time"]  # the training loop's: the process's was not recorded
+    return r
+
+
+def run_task(task: str, seeds: list[int], timesteps: int, reuse: bool = False) -> dict:
     env_id, threshold, meaning = TASKS[task]
     arms = {}
     for arm, overrides in ARMS.items():
         runs = []
         for seed in seeds:
             name = f"curiosity-{task}-{arm.replace(' ', '_')}-s{seed}"
-            r = train_run(name, [f"env_id={env_id}", f"seed={seed}", f"total_timesteps={timesteps}", "env_threads=1",
-                                 "torch_threads=1", *overrides], jobs=1, preset=True)
+            r = (finished_run(name) if reuse else None) or train_run(
+                name, [f"env_id={env_id}", f"seed={seed}", f"total_timesteps={timesteps}", "env_threads=1",
+                       "torch_threads=1", *overrides], jobs=1, preset=True)
             runs.append({"seed": seed, "eval_mean": r["eval_mean"], "reached": r["eval_mean"] >= threshold,
                          "train_steps_to_threshold": first_reach(r["history"], threshold),
                          "wall_time": r["process_wall_time"],
@@ -98,18 +110,21 @@ def section(data: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="bench_curiosity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--tasks", nargs="*", choices=list(TASKS), default=list(TASKS),
+                        help="none (`--tasks`): only rewrite the section, e.g. with new --note lines")
     parser.add_argument("--mcc-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--mcc-timesteps", type=int, default=100_000)
     parser.add_argument("--cheetah-seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--cheetah-timesteps", type=int, default=500_000)
+    parser.add_argument("--reuse", action="store_true",
+                        help="read runs already finished under benchmarks/runs/ instead of training them again")
     parser.add_argument("--note", action="append", default=[], help="a note line for the markdown section")
     args = parser.parse_args(argv)
     path = OUT / "curiosity.json"
     data = json.loads(path.read_text()) if path.exists() else {"tasks": {}}
     settings = {"mcc": (args.mcc_seeds, args.mcc_timesteps), "cheetah": (args.cheetah_seeds, args.cheetah_timesteps)}
     for task in args.tasks:
-        data["tasks"][task] = run_task(task, *settings[task])
+        data["tasks"][task] = run_task(task, *settings[task], reuse=args.reuse)
         data["tasks"][task]["command"] = "python -m pipelines.bench_curiosity " + " ".join(
             argv if argv is not None else sys.argv[1:])
     data.update(command="; ".join(sorted({t["command"] for t in data["tasks"].values()})), machine=machine(),
