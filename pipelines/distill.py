@@ -144,7 +144,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         teacher_returns = None
         for hidden in sizes:
             cfg = config_from_args(args, hidden_sizes=hidden)
-            name = f"{env_id}-{'x'.join(map(str, hidden))}-{cfg.loss}-dagger{cfg.dagger_rounds}"
+            name = f"{env_id}-{'x'.join(map(str, hidden))}-{cfg.loss}-dagger{cfg.dagger_rounds}{'-noisy' * cfg.explore}"
             res = run(checkpoint, cfg, Path("benchmarks/runs/distill") / name, args.latency_calls, teacher_returns)
             teacher_returns = res["teacher_returns"]
             rows.append({k: v for k, v in res.items() if k != "files"})
@@ -226,7 +226,9 @@ def verdicts(rows: list[dict]) -> list[str]:
         out.append(f"{env_id}: {met}: the best student with <= 1/4 of the teacher's actor parameters, "
                    f"{best['config']['hidden_sizes']} ({best['param_ratio']:.2f}x), keeps "
                    f"{100 * best['return_ratio']:.1f}% of the teacher's return ({best['student_return']:.0f} vs "
-                   f"{best['teacher_return']:.0f}).")
+                   f"{best['teacher_return']:.0f})"
+                   + (f"; best of {len(small)} such rows, all on the same evaluation episodes (no separate "
+                      "validation seeds), so this figure is optimistic." if len(small) > 1 else "."))
     return out
 
 
