@@ -43,6 +43,11 @@ def _gym_envs(env: EnvBase) -> list[gym.Env] | None:
     return envs if all(hasattr(e.unwrapped, "data") for e in envs) else None
 
 
+def in_reach(env: EnvBase) -> bool:
+    """Whether ``capture`` can snapshot ``env`` (all its simulators are MuJoCo envs in this process)."""
+    return _gym_envs(env) is not None
+
+
 def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
     while isinstance(env, gym.Wrapper):
         if isinstance(env, gym.wrappers.TimeLimit):

@@ -11,6 +11,7 @@ unclipped Gaussian sample is what the loss sees, the env gets the clipped one).
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import importlib.util
@@ -152,16 +153,9 @@ def load_normalization_state(env: TransformedEnv, state: dict, freeze: bool = Fa
                 _init_vecnorm(t, env)
             # VecNormV2 adopts the given tensors as its statistics and updates them in place: copy, so the
             # source (a checkpoint, the training env's live statistics) stays as it is
-            t.load_state_dict(_cloned(state[key]))
+            t.load_state_dict(copy.deepcopy(state[key]))
         if freeze:
             t.freeze()
-
-
-def _cloned(state):
-    """A copy of a (nested) state dict's tensors; VecNormV2 keeps its statistics in a nested dict."""
-    if isinstance(state, dict):
-        return type(state)((k, _cloned(v)) for k, v in state.items())
-    return state.clone() if torch.is_tensor(state) else state
 
 
 def _init_vecnorm(t: VecNormV2, env: TransformedEnv) -> None:

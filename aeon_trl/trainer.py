@@ -153,16 +153,16 @@ class Trainer:
         """After the collector's first reset: the checkpoint's statistics (that reset updated them), and where
         the simulators are in reach, the episodes in flight and the collector's carried TensorDict."""
         load_normalization_state(self.env, saved["normalization"])
-        if saved.get("simulators") is not None and env_state.capture(self.env) is not None:
+        if saved.get("simulators") is not None and env_state.in_reach(self.env):
             env_state.restore(self.env, saved["simulators"])
             # torchrl has no public setter for the TensorDict a collector carries between batches
             self._collector._carrier.update(TensorDict(saved["carrier"], batch_size=self.env.batch_size))
 
     def _env_runtime(self) -> dict:
-        if self._collector is None:
-            return {"simulators": None, "carrier": None}
-        return {"simulators": env_state.capture(self.env),
-                "carrier": self._collector._carrier.exclude("collector").to_dict()}
+        """The simulators and the collector's carried TensorDict; the carrier is only of use with them."""
+        simulators = env_state.capture(self.env) if self._collector is not None else None
+        carrier = self._collector._carrier.exclude("collector").to_dict() if simulators is not None else None
+        return {"simulators": simulators, "carrier": carrier}
 
     # ---- update -------------------------------------------------------------------------
     def minibatch(self) -> TensorDictBase:
