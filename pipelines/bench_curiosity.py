@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from aeon_trl.sparse_envs import SPARSE_HALF_CHEETAH
-from pipelines.benchmark import OUT, machine, train_run, write_results_md
+from pipelines.benchmark import OUT, finished_run, first_reach, machine, plot_arms, train_run, write_results_md
 
 # task -> (env id, goal threshold on the eval mean return, what the threshold means)
 TASKS = {
@@ -31,22 +31,6 @@ def _finite(x: float) -> float | None:
     return x if np.isfinite(x) else None  # no episode finished yet: JSON null, not NaN
 
 
-def first_reach(history: list[dict], threshold: float) -> int | None:
-    """Env steps at which the training return (last 20 episodes) first reached the threshold."""
-    return next((h["frames"] for h in history if h["episode_return"] >= threshold), None)
-
-
-def finished_run(name: str) -> dict | None:
-    """A run folder this benchmark already completed (``--reuse``), read as ``train_run`` returns it."""
-    run_dir = OUT / "runs" / name
-    if not (run_dir / "results.json").exists():
-        return None
-    r = json.loads((run_dir / "results.json").read_text())
-    r["history"] = json.loads((run_dir / "history.json").read_text())
-    r["process_wall_time"] = r["wall_time"]  # the training loop's: the process's was not recorded
-    return r
-
-
 def run_task(task: str, seeds: list[int], timesteps: int, reuse: bool = False) -> dict:
     env_id, threshold, meaning = TASKS[task]
     arms = {}
@@ -54,9 +38,9 @@ def run_task(task: str, seeds: list[int], timesteps: int, reuse: bool = False) -
         runs = []
         for seed in seeds:
             name = f"curiosity-{task}-{arm.replace(' ', '_')}-s{seed}"
-            r = (finished_run(name) if reuse else None) or train_run(
-                name, [f"env_id={env_id}", f"seed={seed}", f"total_timesteps={timesteps}", "env_threads=1",
-                       "torch_threads=1", *overrides], jobs=1, preset=True)
+            run_overrides = [f"env_id={env_id}", f"seed={seed}", f"total_timesteps={timesteps}", "env_threads=1",
+                             "torch_threads=1", *overrides]
+            r = (finished_run(name, run_overrides) if reuse else None) or train_run(name, run_overrides, jobs=1)
             runs.append({"seed": seed, "eval_mean": r["eval_mean"], "reached": r["eval_mean"] >= threshold,
                          "train_steps_to_threshold": first_reach(r["history"], threshold),
                          "wall_time": r["process_wall_time"],
@@ -64,26 +48,11 @@ def run_task(task: str, seeds: list[int], timesteps: int, reuse: bool = False) -
                                    for h in r["history"]]})
         arms[arm] = {"runs": runs, "reached": sum(r["reached"] for r in runs), "seeds": len(runs),
                      "eval_mean": float(np.mean([r["eval_mean"] for r in runs]))}
-    plot(task, env_id, arms, threshold)
+    curves = {arm: [([c[0] for c in r["curve"]], [np.nan if c[1] is None else c[1] for c in r["curve"]])
+                    for r in data["runs"]] for arm, data in arms.items()}
+    plot_arms(curves, threshold, "goal threshold", "training episode return (extrinsic)",
+              f"{env_id}: PPO +/- ICM curiosity", OUT / f"curiosity_{task}.png")
     return {"env_id": env_id, "threshold": threshold, "meaning": meaning, "timesteps": timesteps, "arms": arms}
-
-
-def plot(task: str, env_id: str, arms: dict, threshold: float) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, (arm, data) in enumerate(arms.items()):
-        for j, r in enumerate(data["runs"]):
-            frames, returns = [c[0] for c in r["curve"]], [np.nan if c[1] is None else c[1] for c in r["curve"]]
-            ax.plot(frames, returns, color=f"C{i}", alpha=0.7, label=arm if j == 0 else None)
-    ax.axhline(threshold, color="grey", ls="--", lw=1, label="goal threshold")
-    ax.set(xlabel="env steps", ylabel="training episode return (extrinsic)", title=f"{env_id}: PPO +/- ICM curiosity")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(OUT / f"curiosity_{task}.png", dpi=110)
-    plt.close(fig)
 
 
 def section(data: dict) -> str:

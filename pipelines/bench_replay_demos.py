@@ -20,13 +20,11 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
-from aeon_trl.config import Config
-from pipelines.benchmark import OUT, machine, train_run, write_results_md
-from pipelines.train import build_config, parse_args
+from pipelines.benchmark import (OUT, finished_run, first_reach, machine, plot_arms, train_run, training_curve,
+                                 write_results_md)
 
 SECTIONS = OUT / "sections"
 THREADS = ["env_threads=1", "torch_threads=1"]
@@ -37,46 +35,12 @@ PER_VARIANTS = {"uniform minibatches (default)": [],
 
 def run(name: str, overrides: list[str], preset: bool = True) -> dict:
     """``train_run``, or the results of an earlier run of the same config in the same folder."""
-    run_dir = OUT / "runs" / name
-    flags = [] if preset else ["--no-preset"]
-    expected = build_config(parse_args([*flags, *overrides, "progress=false", "--run-dir", str(run_dir)]))[0]
-    results_file, history_file = run_dir / "results.json", run_dir / "history.json"
-    if results_file.exists() and history_file.exists():
-        results = json.loads(results_file.read_text())
-        if Config.from_dict(results["config"]).to_dict() == expected.to_dict():
-            results["history"] = json.loads(history_file.read_text())
-            results.pop("config")
-            print(f"  {name}: reusing the finished run in {run_dir}", flush=True)
-            return results
-    return train_run(name, overrides, jobs=1, preset=preset)
-
-
-def steps_to(history: list[dict], target: float) -> int | None:
-    return next((h["frames"] for h in history if h["episode_return"] >= target), None)
+    return finished_run(name, overrides, preset) or train_run(name, overrides, jobs=1, preset=preset)
 
 
 def return_at(history: list[dict], frames: int) -> float:
     """The logged training return of the last iteration that ended at or before ``frames``."""
     return next(h["episode_return"] for h in reversed(history) if h["frames"] <= frames)
-
-
-def plot(runs: dict[str, list[dict]], target: float, title: str, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, (label, per_seed) in enumerate(runs.items()):
-        for j, r in enumerate(per_seed):
-            h = r["history"]
-            ax.plot([x["frames"] for x in h], [x["episode_return"] for x in h], color=f"C{i}", alpha=0.8,
-                    label=label if j == 0 else None)
-    ax.axhline(target, color="grey", ls="--", lw=1, label="target")
-    ax.set(xlabel="env steps", ylabel="training episode return (last 20)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # ---- demos ----------------------------------------------------------------------------------------------
@@ -108,11 +72,13 @@ def demos(args) -> dict:
                                        [*common, f"seed={seed}", *ov]) for seed in args.seeds]
                    for label, ov in variants.items()}
         results = {label: [f.result() for f in fs] for label, fs in futures.items()}
-    plot(results, target, f"{env}: PPO with and without {info['transitions']} expert transitions",
-         OUT / f"demos_{env}.png")
+    plot_arms({label: [training_curve(r["history"]) for r in per_seed] for label, per_seed in results.items()},
+              target, "target", "training episode return (last 20)",
+              f"{env}: PPO with and without {info['transitions']} expert transitions", OUT / f"demos_{env}.png",
+              "upper left")
     rows = []
     for label, per_seed in results.items():
-        steps = [steps_to(r["history"], target) for r in per_seed]
+        steps = [first_reach(r["history"], target) for r in per_seed]
         checkpoints = [args.timesteps // 5, args.timesteps // 2, args.timesteps]
         rows.append({"variant": label, "overrides": " ".join(variants[label]) or "-", "steps_to_target": steps,
                      "train_return_at": {str(c): [round(return_at(r["history"], c)) for r in per_seed]

@@ -84,6 +84,31 @@ def train_run(name: str, overrides: list[str], jobs: int, preset: bool = True) -
     return results
 
 
+def finished_run(name: str, overrides: list[str], preset: bool = True) -> dict | None:
+    """An earlier run in ``benchmarks/runs/<name>`` of exactly the config ``train_run(name, overrides, jobs=1,
+    preset)`` would train, read as ``train_run`` returns it; None if there is none (reruns skip finished runs)."""
+    from aeon_trl.config import Config
+    from pipelines.train import build_config, parse_args
+    run_dir = OUT / "runs" / name
+    results_file, history_file = run_dir / "results.json", run_dir / "history.json"
+    if not (results_file.exists() and history_file.exists()):
+        return None
+    results = json.loads(results_file.read_text())
+    flags = [] if preset else ["--no-preset"]
+    expected = build_config(parse_args([*flags, *overrides, "progress=false", "--run-dir", str(run_dir)]))[0]
+    if Config.from_dict(results.pop("config")).to_dict() != expected.to_dict():
+        return None
+    results["history"] = json.loads(history_file.read_text())
+    results["process_wall_time"] = results["wall_time"]  # the training loop's: the process's was not recorded
+    print(f"  {name}: reusing the finished run in {run_dir}", flush=True)
+    return results
+
+
+def first_reach(history: list[dict], threshold: float) -> int | None:
+    """Env steps at which the logged training return (last 20 episodes) first reached ``threshold``."""
+    return next((h["frames"] for h in history if h["episode_return"] >= threshold), None)
+
+
 def run_grid(runs: dict[str, list[str]], jobs: int, preset: bool = True) -> dict[str, dict]:
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {name: pool.submit(train_run, name, ov, jobs, preset) for name, ov in runs.items()}
@@ -94,21 +119,32 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values))
 
 
-def plot_curves(env_id: str, runs: list[dict], path: Path) -> None:
+def plot_arms(arms: dict[str, list[tuple[list, list]]], line: float, line_label: str, ylabel: str, title: str,
+              path: Path, legend_loc: str = "best") -> None:
+    """Training curves ``(frames, returns)``, one colour per arm (its seeds alike), and a horizontal target line."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
-    for r in runs:
-        h = r["history"]
-        ax.plot([x["frames"] for x in h], [x["episode_return"] for x in h], label=f"seed {r['seed']}", alpha=0.8)
-    ax.axhline(TARGETS.get(env_id, np.nan), color="grey", ls="--", lw=1, label="target")
-    ax.set(xlabel="env steps", ylabel="training episode return", title=f"{env_id}: aeon_trl PPO, default config")
+    for i, (label, curves) in enumerate(arms.items()):
+        for j, (frames, returns) in enumerate(curves):
+            ax.plot(frames, returns, color=f"C{i}", alpha=0.8, label=label if j == 0 else None)
+    ax.axhline(line, color="grey", ls="--", lw=1, label=line_label)
+    ax.set(xlabel="env steps", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc=legend_loc, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def training_curve(history: list[dict]) -> tuple[list, list]:
+    return [h["frames"] for h in history], [h["episode_return"] for h in history]
+
+
+def plot_curves(env_id: str, runs: list[dict], path: Path) -> None:
+    plot_arms({f"seed {r['seed']}": [training_curve(r["history"])] for r in runs}, TARGETS.get(env_id, np.nan),
+              "target", "training episode return", f"{env_id}: aeon_trl PPO, default config", path, "lower right")
 
 
 def learning(args) -> dict:
