@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -407,11 +408,18 @@ class Trainer:
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
 
     def close(self) -> None:
-        if self._collector is not None:
-            self._collector.shutdown()
-            self._collector = None
-        if not self.env.is_closed:
-            self.env.close()
+        """Shut the collector and env down. Env worker processes may already be dead (SLURM kills a requeued
+        job's processes while its main process checkpoints and exits): that is reported as a warning, never
+        raised, so it cannot replace the reason the job is exiting."""
+        collector, self._collector = self._collector, None
+        try:
+            if collector is not None:
+                collector.shutdown()
+            if not self.env.is_closed:
+                self.env.close()
+        except (OSError, EOFError) as exc:  # ConnectionResetError / BrokenPipeError from a dead worker's pipe
+            warnings.warn(f"env worker processes were already gone when closing ({exc!r}); nothing is lost: "
+                          "training state lives in the checkpoint, not in the workers", RuntimeWarning)
 
 
 def results_record(summary: dict, cfg: Config, eval_returns: list[float]) -> dict:

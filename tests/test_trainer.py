@@ -176,3 +176,20 @@ def test_evaluate_returns_n_finite_returns_without_touching_training_stats(train
     assert all(1 <= r <= 1000 and float(r).is_integer() for r in returns)
     _assert_nested_equal(_norm_stats(trainer), stats)  # evaluation used a frozen copy
     assert trainer.evaluate(0) == []
+
+
+def test_close_survives_env_workers_killed_first():
+    # On a requeue SLURM kills every process of the job; the main process is still leaving through
+    # checkpoint -> sys.exit, and closing its vector env must not turn that exit into an error.
+    import os
+    import signal as sig
+    cfg = Config.from_dict({**TINY, "env_id": "Pendulum-v1", "env_backend": "gymnasium", "num_envs": 2})
+    trainer = Trainer(cfg)
+    trainer.train(64)
+    workers = trainer.env.base_env._env.processes  # gymnasium AsyncVectorEnv's worker processes
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    for w in workers:
+        os.kill(w.pid, sig.SIGKILL)
+        w.join(timeout=10)
+    with pytest.warns(RuntimeWarning, match="already gone when closing"):
+        trainer.close()
