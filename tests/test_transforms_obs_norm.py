@@ -34,3 +34,16 @@ def test_statistics_equal_the_running_mean_and_std():
     # The last batch was normalized with statistics that include it.
     expected = (data[-1] - norm.loc["observation"]) / norm.scale["observation"]
     torch.testing.assert_close(out[-1], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fast_path_matches_vecnormv2_step_for_step():
+    # SafeVecNorm computes VecNormV2's formulas per key; where VecNormV2 has no NaN both agree exactly
+    torch.manual_seed(2)
+    batches = [torch.randn(16, 5) * 3 + 1 for _ in range(30)]
+    kwargs = dict(in_keys=["observation"], decay=1.0, eps=1e-8, reduce_batch_dims=True)
+    plain, safe = VecNormV2(**kwargs), SafeVecNorm(**kwargs)
+    torch.testing.assert_close(_feed(safe, batches), _feed(plain, batches), rtol=0, atol=1e-6)
+    for stat in ("loc", "scale"):
+        torch.testing.assert_close(getattr(safe, stat)["observation"], getattr(plain, stat)["observation"],
+                                   rtol=0, atol=1e-6)
+    assert safe._count["observation"].item() == plain._count["observation"].item() == 16 * 30
