@@ -1,4 +1,9 @@
 """aeon_trl: advanced PPO for continuous control, composed from TorchRL / TensorDict components."""
+from aeon_trl import _tensordict_fastpath
+
+_tensordict_fastpath.install()
+
+# isort: split
 from aeon_trl.checkpoint import CheckpointError
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.data.dataset import ExperienceDataset

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 @dataclass
 class EnvConfig:
     env_id: str = "HalfCheetah-v5"
-    num_envs: int = 64
+    num_envs: int = 128
     # "auto" picks envpool when it ships the id, else gymnasium's vector env inside one torchrl GymEnv;
     # "serial"/"parallel": torchrl SerialEnv/ParallelEnv of single GymEnvs (slower; for comparison).
     env_backend: str = "auto"
@@ -85,7 +85,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     total_timesteps: int = 1_000_000
-    steps_per_env: int = 64  # rollout length T; frames per batch = num_envs * steps_per_env
+    steps_per_env: int = 32  # rollout length T; frames per batch = num_envs * steps_per_env
     batch_size: int = 1024  # minibatch size
     epochs: int = 10
     seed: int = 0
