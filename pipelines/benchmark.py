@@ -254,7 +254,7 @@ def throughput(args) -> dict:
 
 
 # ---- scaling ------------------------------------------------------------------------------------------------
-SCALING_THREADS = [1, 2, 4]   # envpool worker threads per process (num_envs=64)
+SCALING_THREADS = [1, 2, 4]   # envpool worker threads per process
 SCALING_PROCESSES = [1, 2]    # data-parallel processes (torchrun --nproc_per_node)
 PAPER_PROCESSES = 32          # 8 GPUs x 4 nodes, one process per GPU: estimated, never measured here
 
@@ -321,11 +321,13 @@ def _stop_torchrun(proc: subprocess.Popen, grace: float = 45.0) -> None:
 
 
 def scaling(args) -> dict:
+    from aeon_trl.config import Config
     env_id, seed = args.envs[0], args.seeds[0]
+    num_envs = Config().with_overrides(args.overrides).env.num_envs  # the training runs' envs per process
     # 1. collector frames/s against envpool worker threads, one process
     collection, collection_runs = {}, {}
     for threads in SCALING_THREADS:
-        ov = [f"env_id={env_id}", f"seed={seed}", *args.overrides, "env_backend=envpool", "num_envs=64",
+        ov = [f"env_id={env_id}", f"seed={seed}", *args.overrides, "env_backend=envpool", f"num_envs={num_envs}",
               f"env_threads={threads}"]
         rates = [collection_rate(ov, frames=args.collect_frames) for _ in range(args.repeats)]
         collection[str(threads)] = statistics.median(rates)
@@ -361,7 +363,7 @@ def scaling(args) -> dict:
                       "measured efficiency includes CPU contention, not only the all-reduce"}
     return {"env_id": env_id, "config": "defaults (aeon_trl.launch.job applies no env preset)"
             + (f" + {' '.join(args.overrides)}" if args.overrides else ""),
-            "num_envs_per_process": 64, "timesteps": args.timesteps, "repeats": args.repeats,
+            "num_envs_per_process": num_envs, "timesteps": args.timesteps, "repeats": args.repeats,
             "collection_frames": args.collect_frames, "omp_num_threads": 1,
             "collection_frames_per_second_by_env_threads": collection,
             "collection_runs": collection_runs, "training_by_processes": training,
@@ -375,7 +377,7 @@ def _scaling_md(data: dict) -> list[str]:
              f"{data['repeats']} repeat(s). Training: `torchrun --standalone --nproc_per_node=N -m "
              f"aeon_trl.launch.job RUN_DIR total_timesteps={data['timesteps']} env_threads=1 progress=false "
              f"eval_episodes=0 logger=none` with OMP_NUM_THREADS=1; total_timesteps is the global budget "
-             f"(each of N ranks trains T/N frames, every rank its own 64 envs).", "",
+             f"(each of N ranks trains T/N frames, every rank its own {data['num_envs_per_process']} envs).", "",
              "| measurement | value |", "|---|---|"]
     for threads, rate in data["collection_frames_per_second_by_env_threads"].items():
         lines.append(f"| collector frames/s, 1 process, {threads} envpool thread(s) | {rate:,.0f} |")
@@ -445,6 +447,11 @@ def write_results_md() -> None:
                           f"{[round(x) for x in data['train_steps_per_second_10_epochs']]} |"]
         parts.append("")
     # Feature benchmarks (their own scripts under pipelines/) each write one section here.
+    parts += ["The feature sections below (curiosity, curriculum, demonstrations, distillation, prioritized "
+              "minibatches, shaping, tuning) were measured on 2026-11-29/30 with the earlier default rollout shape, "
+              "64 envs x 64 steps; the default is now 128 envs x 32 steps (the same 4,096-frame batch). Train with "
+              "`num_envs=64 steps_per_env=64` (overrides, or a config file) to rerun a section as it was measured.",
+              ""]
     for section in sorted((OUT / "sections").glob("*.md")):
         parts += [section.read_text(), ""]
     extra = OUT / "NOTES.md"
