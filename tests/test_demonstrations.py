@@ -40,7 +40,8 @@ def agent_buffer(n=200):
 
 
 def env_for(env_id):
-    return make_env(Config.from_dict({"env_id": env_id, "env_backend": "serial", "num_envs": 1, "batch_size": 64}))
+    return make_env(Config.from_dict({"env_id": env_id, "env_backend": "serial", "num_envs": 1, "steps_per_env": 64,
+                                      "batch_size": 64}))
 
 
 @pytest.mark.parametrize("batch_size,ratio", [(50, 0.3), (64, 0.25), (7, 0.5)])
