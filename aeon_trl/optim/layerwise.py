@@ -22,7 +22,26 @@ def trust_ratio(weight_norm: torch.Tensor, update_norm: torch.Tensor) -> torch.T
                        torch.ones_like(weight_norm))
 
 
-class Lamb(Optimizer):
+class _PerTensorOptimizer(Optimizer):
+    """The closure and the loop over the parameters that have a gradient; subclasses update one tensor."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, group, self.state[p])
+        return loss
+
+    def _update(self, p: torch.Tensor, group: dict, state: dict) -> None:
+        raise NotImplementedError
+
+
+class Lamb(_PerTensorOptimizer):
     """LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes").
 
     Per tensor: Adam's bias-corrected direction u = m_hat / (sqrt(v_hat) + eps) + weight_decay * w,
@@ -37,37 +56,26 @@ class Lamb(Optimizer):
                              f"eps={eps}, weight_decay={weight_decay}, betas={betas}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float64)
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                t = state["step"].item()
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.lerp_(p.grad, 1 - beta1)
-                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                update = (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt() + group["eps"])
-                if group["weight_decay"]:
-                    update.add_(p, alpha=group["weight_decay"])
-                ratio = trust_ratio(p.norm(), update.norm())
-                state["trust_ratio"] = ratio
-                p.sub_(update * (group["lr"] * ratio))
-        return loss
+    def _update(self, p: torch.Tensor, group: dict, state: dict) -> None:
+        beta1, beta2 = group["betas"]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float64)
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        state["step"] += 1
+        t = state["step"].item()
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(p.grad, 1 - beta1)
+        v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+        update = (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt() + group["eps"])
+        if group["weight_decay"]:
+            update.add_(p, alpha=group["weight_decay"])
+        ratio = trust_ratio(p.norm(), update.norm())
+        state["trust_ratio"] = ratio
+        p.sub_(update * (group["lr"] * ratio))
 
 
-class Lars(Optimizer):
+class Lars(_PerTensorOptimizer):
     """LARS (You, Gitman & Ginsburg 2017, "Large Batch Training of Convolutional Networks").
 
     Per tensor: g' = grad + weight_decay * w, local lr = trust_coefficient * ||w|| / ||g'||, then SGD with
@@ -84,22 +92,11 @@ class Lars(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       trust_coefficient=trust_coefficient))
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
-                ratio = group["trust_coefficient"] * trust_ratio(p.norm(), grad.norm())
-                state = self.state[p]
-                state["trust_ratio"] = ratio
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"].mul_(group["momentum"]).add_(grad * ratio)
-                p.sub_(buf, alpha=group["lr"])
-        return loss
+    def _update(self, p: torch.Tensor, group: dict, state: dict) -> None:
+        grad = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
+        ratio = group["trust_coefficient"] * trust_ratio(p.norm(), grad.norm())
+        state["trust_ratio"] = ratio
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p)
+        buf = state["momentum_buffer"].mul_(group["momentum"]).add_(grad * ratio)
+        p.sub_(buf, alpha=group["lr"])
