@@ -10,17 +10,13 @@ OBS, ACT, B, K = 5, 3, 64, 4
 
 
 @pytest.fixture
-def setup():
+def setup(behaviour_sample):
     torch.manual_seed(0)
     net = AdaptiveActorCritic(OBS, ACT, hidden_sizes=[16, 16], num_critics=K, log_std_init=-0.5)
     actor, critic = make_ppo_operators(net)
     obs = torch.randn(B, OBS)
+    action, old_lp = behaviour_sample(net, obs)
     with torch.no_grad():
-        loc, scale = net.policy(obs)
-        # Behaviour policy = current policy shifted, so ratios differ from 1 and clipping is active.
-        old_loc = loc + 0.3 * torch.randn_like(loc)
-        action = old_loc + scale * torch.randn_like(loc)
-        old_lp = torch.distributions.Normal(old_loc, scale).log_prob(action).sum(-1)
         _, _, heads = net.value(obs)
         old_heads = heads + 0.5 * torch.randn_like(heads)
     batch = TensorDict({

@@ -58,16 +58,13 @@ def test_beta_anneals_linearly_to_end():
 
 
 @pytest.fixture
-def loss_and_batch():
+def loss_and_batch(behaviour_sample):
     torch.manual_seed(0)
     net = AdaptiveActorCritic(OBS, ACT, hidden_sizes=[16, 16], log_std_init=-0.5)
     actor, critic = make_ppo_operators(net)
     obs = torch.randn(B, OBS)
+    action, old_lp = behaviour_sample(net, obs)
     with torch.no_grad():
-        loc, scale = net.policy(obs)
-        old_loc = loc + 0.3 * torch.randn_like(loc)
-        action = old_loc + scale * torch.randn_like(loc)
-        old_lp = torch.distributions.Normal(old_loc, scale).log_prob(action).sum(-1)
         value, _, heads = net.value(obs)
     batch = TensorDict({
         "observation": obs, "action": action, "action_log_prob": old_lp, "advantage": torch.randn(B, 1),
