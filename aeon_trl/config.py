@@ -64,6 +64,9 @@ class PPOConfig:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     normalize_advantage: bool = True
+    # Iterations at the start in which only the critic learns (unclipped): a pre-trained policy (demos) is then
+    # not pushed around by the advantages of a random critic.
+    critic_warmup: int = 0
 
 
 @dataclass
@@ -92,6 +95,7 @@ class TrainConfig:
     device: str = "auto"
     torch_threads: int = 1
     eval_episodes: int = 10
+    eval_every: int = 0  # iterations between deterministic evaluations during training (eval_return); 0 = final only
     checkpoint_every: int = 50  # iterations between checkpoints; 0 = only at the end
     logger: str = "csv"
     run_dir: str = "runs"
@@ -134,6 +138,9 @@ class DemoConfig:
     # Fold the demonstrations' states into the running obs statistics at the start, so the states the policy
     # is cloned on are not normalized (and clipped) by statistics of the first random-policy batch alone.
     demo_obs_stats: bool = True
+    # Freeze the obs statistics once the policy is cloned: its own early (falling) states would shift them and
+    # with them the cloned policy's actions (Hopper-v5 seed 0: eval 3116 -> 290 with the policy itself frozen).
+    demo_freeze_obs_stats: bool = True
 
 
 @dataclass
@@ -288,6 +295,7 @@ class Config:
         _check(p.critic_coef > 0, "critic_coef", p.critic_coef, "must be > 0")
         _check(p.kl_coef >= 0, "kl_coef", p.kl_coef, "must be >= 0 (0 disables the KL penalty)")
         _check(p.kl_target > 0, "kl_target", p.kl_target, "must be > 0; 0.01-0.05 is usual")
+        _check(p.critic_warmup >= 0, "critic_warmup", p.critic_warmup, "must be >= 0 (0 = none)")
         _check(0 < p.gamma <= 1, "gamma", p.gamma, "must be in (0, 1]")
         _check(0 <= p.gae_lambda <= 1, "gae_lambda", p.gae_lambda, "must be in [0, 1]")
         _check(o.lr > 0, "lr", o.lr, "must be > 0")
@@ -307,6 +315,7 @@ class Config:
                "must be 'auto', 'cpu' or 'cuda[:N]'")
         _check(t.torch_threads >= 0, "torch_threads", t.torch_threads, "must be >= 0 (0 = torch's default)")
         _check(t.eval_episodes >= 0, "eval_episodes", t.eval_episodes, "must be >= 0")
+        _check(t.eval_every >= 0, "eval_every", t.eval_every, "must be >= 0 (0 = only the final evaluation)")
         _check(t.checkpoint_every >= 0, "checkpoint_every", t.checkpoint_every, "must be >= 0")
         _check(c.curiosity_coef >= 0, "curiosity_coef", c.curiosity_coef, "must be >= 0; 0.01-1 is usual")
         _check(c.curiosity_eta > 0, "curiosity_eta", c.curiosity_eta, "must be > 0")

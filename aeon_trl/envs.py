@@ -158,6 +158,14 @@ def load_normalization_state(env: TransformedEnv, state: dict, freeze: bool = Fa
             t.freeze()
 
 
+def freeze_observation_statistics(env: TransformedEnv) -> None:
+    """Stop updating the running obs statistics (a policy cloned from demonstrations is a function of the
+    normalized observation: statistics that drift with its own early states change what it does)."""
+    for t in env.transform:
+        if isinstance(t, VecNormV2):
+            t.freeze()
+
+
 def _init_vecnorm(t: VecNormV2, env: TransformedEnv) -> None:
     """VecNormV2 creates its buffers lazily on the first data; run one reset to create them."""
     frozen = t.frozen

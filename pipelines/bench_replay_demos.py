@@ -5,9 +5,9 @@
 
 ``demos``: records ``--episodes`` deterministic expert episodes from the checkpoint (aeon-record-demos), then
 trains with and without them (``demos=PATH`` + the overrides) for each seed and reports the env steps at which
-the training episode return (mean of the last 20 episodes of the stochastic policy, logged every iteration)
-first reaches ``--fraction`` of the expert's return (the mean over every episode the expert played while
-recording). ``per``: the same runs with uniform and with prioritized minibatches (plain defaults, no preset).
+the deterministic evaluation (``eval_every`` iterations, 10 episodes), like the expert's own deterministic
+play, first reaches ``--fraction`` of the expert's return (the mean over every episode the expert played while
+recording); the training episode return of the stochastic policy is reported next to it. ``per``: the same runs with uniform and with prioritized minibatches (plain defaults, no preset).
 Runs are ``aeon-train`` processes, one at a time; a run folder whose results.json holds the same config is
 reused instead of retrained.
 """
@@ -23,8 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from pipelines.benchmark import (OUT, finished_run, first_reach, machine, plot_arms, train_run, training_curve,
-                                 write_results_md)
+from pipelines.benchmark import OUT, finished_run, first_reach, machine, plot_arms, train_run, write_results_md
 
 SECTIONS = OUT / "sections"
 THREADS = ["env_threads=1", "torch_threads=1"]
@@ -38,9 +37,23 @@ def run(name: str, overrides: list[str], preset: bool = True) -> dict:
     return finished_run(name, overrides, preset) or train_run(name, overrides, jobs=1, preset=preset)
 
 
-def return_at(history: list[dict], frames: int) -> float:
-    """The logged training return of the last iteration that ended at or before ``frames``."""
-    return next(h["episode_return"] for h in reversed(history) if h["frames"] <= frames)
+def return_at(history: list[dict], frames: int, key: str = "episode_return") -> float:
+    """The logged ``key`` (training return) of the last iteration at or before ``frames`` that logged it."""
+    return next(h[key] for h in reversed(history) if h["frames"] <= frames and key in h)
+
+
+def eval_at(history: list[dict], frames: int) -> float:
+    return return_at(history, frames, "eval_return")
+
+
+def eval_curve(history: list[dict]) -> tuple[list, list]:
+    evals = [h for h in history if "eval_return" in h]
+    return [h["frames"] for h in evals], [h["eval_return"] for h in evals]
+
+
+def first_eval_reach(history: list[dict], threshold: float) -> int | None:
+    """Env steps at which the periodic deterministic evaluation first reached ``threshold``."""
+    return next((h["frames"] for h in history if h.get("eval_return", -np.inf) >= threshold), None)
 
 
 # ---- demos ----------------------------------------------------------------------------------------------
@@ -65,22 +78,25 @@ def demos(args) -> dict:
         demo_info.write_text(json.dumps(info))
     expert = float(np.mean(info["expert_returns"]))
     target = args.fraction * expert
-    common = [f"env_id={env}", f"total_timesteps={args.timesteps}", *THREADS]
+    common = [f"env_id={env}", f"total_timesteps={args.timesteps}", f"eval_every={args.eval_every}", *THREADS]
     variants = {"with demonstrations": [f"demos={demo_file}", *args.overrides], "without demonstrations": []}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {label: [pool.submit(run, f"demos-{env}-{'demos' if ov else 'none'}-s{seed}",
                                        [*common, f"seed={seed}", *ov]) for seed in args.seeds]
                    for label, ov in variants.items()}
         results = {label: [f.result() for f in fs] for label, fs in futures.items()}
-    plot_arms({label: [training_curve(r["history"]) for r in per_seed] for label, per_seed in results.items()},
-              target, "target", "training episode return (last 20)",
+    plot_arms({label: [eval_curve(r["history"]) for r in per_seed] for label, per_seed in results.items()},
+              target, "target", "deterministic evaluation return (10 episodes)",
               f"{env}: PPO with and without {info['transitions']} expert transitions", OUT / f"demos_{env}.png",
-              "upper left")
+              "lower right")
     rows = []
     for label, per_seed in results.items():
-        steps = [first_reach(r["history"], target) for r in per_seed]
+        steps = [first_eval_reach(r["history"], target) for r in per_seed]
         checkpoints = [args.timesteps // 5, args.timesteps // 2, args.timesteps]
         rows.append({"variant": label, "overrides": " ".join(variants[label]) or "-", "steps_to_target": steps,
+                     "train_steps_to_target": [first_reach(r["history"], target) for r in per_seed],
+                     "eval_return_at": {str(c): [round(eval_at(r["history"], c)) for r in per_seed]
+                                        for c in checkpoints},
                      "train_return_at": {str(c): [round(return_at(r["history"], c)) for r in per_seed]
                                          for c in checkpoints},
                      "eval_returns": [round(r["eval_mean"], 1) for r in per_seed],
@@ -93,8 +109,8 @@ def demos(args) -> dict:
             "record_command": record_cmd, "demo_transitions": info["transitions"],
             "expert_return": expert, "fraction": args.fraction, "target_return": target, "seeds": args.seeds,
             "timesteps": args.timesteps, "rows": rows, "half_or_less_per_seed": per_seed_ok,
-            "measure": "training episode return: mean of the last 20 finished episodes of the stochastic policy, "
-                       "logged after every iteration (4,096 env steps)"}
+            "measure": f"deterministic evaluation return (10 episodes, every {args.eval_every} iterations of "
+                       "4,096 env steps; the first crossing counts)"}
 
 
 def demos_md(data: dict) -> list[str]:
@@ -104,14 +120,18 @@ def demos_md(data: dict) -> list[str]:
              f"{data['expert_return']:.0f} (mean of every episode it played while recording); target "
              f"{data['fraction']:.0%} of it = **{data['target_return']:.0f}**, measured on the {data['measure']}. "
              f"Budget {data['timesteps']:,} env steps per run, seeds {data['seeds']}.", "",
-             "| variant | overrides | env steps to target, per seed | "
+             "| variant | overrides | env steps to target (deterministic eval), per seed | "
+             + " | ".join(f"eval return at {int(c):,} steps" for c in data["rows"][0]["eval_return_at"])
+             + " | env steps to target (training return), per seed | "
              + " | ".join(f"training return at {int(c):,} steps" for c in data["rows"][0]["train_return_at"])
              + " | final eval return, per seed (mean) | steps/s |",
-             "|---|---|---|" + "---|" * len(data["rows"][0]["train_return_at"]) + "---|---|"]
+             "|---|---|---|" + "---|" * (2 * len(data["rows"][0]["train_return_at"]) + 1) + "---|---|"]
     for r in data["rows"]:
-        at = " | ".join(str(v) for v in r["train_return_at"].values())
+        evals = " | ".join(str(v) for v in r["eval_return_at"].values())
+        trains = " | ".join(str(v) for v in r["train_return_at"].values())
         lines.append(f"| {r['variant']} | `{r['overrides']}` | {', '.join(fmt(s) for s in r['steps_to_target'])} | "
-                     f"{at} | {r['eval_returns']} ({r['eval_mean']:.0f}) | {r['steps_per_second']:.0f} |")
+                     f"{evals} | {', '.join(fmt(s) for s in r['train_steps_to_target'])} | {trains} | "
+                     f"{r['eval_returns']} ({r['eval_mean']:.0f}) | {r['steps_per_second']:.0f} |")
     ok = data["half_or_less_per_seed"]
     lines += ["", f"Demonstrations needed at most half the steps of the run without them on {sum(ok)} of {len(ok)} "
               "seeds (a run without them that never reached the target counts as the whole budget): the target "
@@ -161,6 +181,7 @@ def main(argv=None) -> int:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--min-return", type=float, default=3000.0)
     parser.add_argument("--fraction", type=float, default=0.8)
+    parser.add_argument("--eval-every", type=int, default=5, help="demos: iterations between deterministic evaluations")
     parser.add_argument("--env", default="HalfCheetah-v5")
     parser.add_argument("--variants", nargs="*", default=None, help="per: only these rows (labels)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None)

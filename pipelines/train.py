@@ -25,7 +25,7 @@ from aeon_trl.trainer import NonFiniteError, Trainer, results_record
 
 CHECKPOINT = "checkpoint.pt"
 LOGGED = ("episode_return", "steps_per_second", "collect_fps", "loss_objective", "loss_critic", "loss_entropy",
-          "loss_kl", "kl_approx", "clip_fraction", "entropy", "explained_variance", "lr", "clip_epsilon",
+          "eval_return", "loss_kl", "kl_approx", "clip_fraction", "entropy", "explained_variance", "lr", "clip_epsilon",
           "kl_coef", "entropy_coef", "value_std", "epochs_run", "loss_demo", "demo_coef",
           # with curiosity=true: the two per-step reward parts (normalized), the ICM losses, the coefficient
           "reward_extrinsic", "reward_intrinsic", "loss_forward", "loss_inverse", "curiosity_coef",
@@ -79,6 +79,9 @@ def plot_learning_curve(history: list[dict], path: Path, title: str, eval_return
     returns = [h["episode_return"] for h in history]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(frames, returns, label="training episode return (last 20 episodes)")
+    evals = [(h["frames"], h["eval_return"]) for h in history if "eval_return" in h]
+    if evals:
+        ax.plot(*zip(*evals), "o-", color="C2", ms=3, label="deterministic evaluation (eval_every)")
     if eval_return is not None and frames:
         ax.scatter([frames[-1]], [eval_return], color="C3", zorder=3, label="final deterministic evaluation")
     ax.set_xlabel("env steps")

@@ -194,3 +194,43 @@ def test_record_demos_then_train_with_them(tmp_path):
         assert not torch.allclose(given["observation"][given[IS_DEMO]], raw)
     finally:
         agent.close()
+
+
+def test_obs_statistics_freeze_after_cloning_and_stay_frozen_on_resume(tmp_path):
+    """demo_freeze_obs_stats: the statistics the cloned policy was trained with stop moving after the
+    behaviour-cloning pre-training (iteration 0), also in a run resumed from a checkpoint; without it they move."""
+    from torchrl.envs import VecNormV2
+    demos = DemonstrationBuffer(1000)
+    g = torch.Generator().manual_seed(0)
+    n = 200
+    demos.add(TensorDict({"observation": torch.randn(n, 3, generator=g), "action": torch.rand(n, 1, generator=g) * 4 - 2,
+                          ("next", "observation"): torch.randn(n, 3, generator=g), ("next", "reward"): torch.zeros(n, 1),
+                          ("next", "done"): torch.zeros(n, 1, dtype=torch.bool),
+                          ("next", "terminated"): torch.zeros(n, 1, dtype=torch.bool)}, batch_size=[n]))
+    path = demos.save(tmp_path / "demos.pt")
+    cfg = {"env_id": "Pendulum-v1", "env_backend": "serial", "num_envs": 2, "steps_per_env": 32, "batch_size": 16,
+           "epochs": 1, "total_timesteps": 128, "eval_episodes": 0, "progress": False, "demos": str(path),
+           "demo_pretrain_steps": 2, "critic_warmup": 1}
+
+    def count(trainer):
+        vecnorm = next(t for t in trainer.env.transform if isinstance(t, VecNormV2))
+        return vecnorm._count["observation"].item()
+
+    for freeze in (True, False):
+        agent = AdvancedPPO("Pendulum-v1", {**cfg, "demo_freeze_obs_stats": freeze})
+        try:
+            agent.train(64)  # iteration 0: first batch folded in, then cloning, then (maybe) frozen
+            after_clone = count(agent.trainer)
+            agent.train(128)
+            assert (count(agent.trainer) == after_clone) == freeze
+            ckpt = agent.save(tmp_path / f"ck-{freeze}.pt")
+        finally:
+            agent.close()
+    resumed = AdvancedPPO("Pendulum-v1", {**cfg, "total_timesteps": 192})
+    try:
+        resumed.trainer.load(tmp_path / "ck-True.pt")
+        before = count(resumed.trainer)
+        resumed.train(192)
+        assert count(resumed.trainer) == before
+    finally:
+        resumed.close()

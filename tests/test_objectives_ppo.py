@@ -121,3 +121,16 @@ def test_missing_old_ensemble_values_is_a_clear_error(setup):
     loss = AdvancedClipPPOLoss(actor, critic, clip_value=0.3, functional=False)
     with pytest.raises(KeyError, match="state_value_ensemble"):
         loss(batch.exclude("state_value_ensemble"))
+
+
+def test_critic_only_is_the_unclipped_critic_loss_and_leaves_the_actor_without_gradient(setup):
+    # critic_warmup trains a fresh critic under a pre-trained policy: no value clip, no policy terms.
+    net, actor, critic, batch = setup
+    loss = AdvancedClipPPOLoss(actor, critic, clip_value=0.3, critic_coeff=0.5, functional=False)
+    out = loss.critic_only(batch)
+    _, _, heads = net.value(batch["observation"])
+    torch.testing.assert_close(out["loss_critic"], 0.5 * ((heads - batch["value_target"]) ** 2).mean())
+    assert set(out.keys()) == {"loss_critic", "explained_variance"}
+    out["loss_critic"].backward()
+    assert all(p.grad is None for p in net.policy.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.value.parameters())

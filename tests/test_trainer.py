@@ -10,7 +10,7 @@ import torch
 from torchrl.envs import GymWrapper, VecNormV2
 
 from aeon_trl.checkpoint import load_checkpoint
-from aeon_trl.config import Config
+from aeon_trl.config import Config, ConfigError
 from aeon_trl.envs import make_env
 from aeon_trl.ppo import AdvancedPPO
 from aeon_trl.trainer import NonFiniteError, Trainer
@@ -192,4 +192,44 @@ def test_close_survives_env_workers_killed_first():
         os.kill(w.pid, sig.SIGKILL)
         w.join(timeout=10)
     with pytest.warns(RuntimeWarning, match="already gone when closing"):
+        trainer.close()
+
+
+def test_eval_every_logs_evaluations_without_changing_training(trained):
+    # The periodic evaluation plays its own env with a frozen copy of the statistics and a forked RNG: the
+    # run with it must train exactly as the run without it (same losses, same weights), plus eval_return rows.
+    source, _ = trained
+    trainer = Trainer(Config.from_dict({**TINY, "eval_every": 1, "eval_episodes": 2}))
+    try:
+        trainer.train()
+        assert [h["iteration"] for h in trainer.history if "eval_return" in h] == [1, 2]
+        assert all(1 <= h["eval_return"] <= 1000 for h in trainer.history)
+        for h, h0 in zip(trainer.history, source.history):
+            assert h["loss_objective"] == h0["loss_objective"] and h["kl_approx"] == h0["kl_approx"]
+        _assert_nested_equal(trainer.net.state_dict(), source.net.state_dict())
+    finally:
+        trainer.close()
+
+
+def test_eval_every_must_not_be_negative():
+    with pytest.raises(ConfigError, match="eval_every=-1 is out of range"):
+        Config.from_dict({"eval_every": -1})
+
+
+def test_critic_warmup_moves_only_the_critic_and_keeps_the_lr():
+    # During the warm-up iterations the policy (a pre-trained one, in practice) must not move, the critic must,
+    # and the KL-driven lr must not grow from the warm-up's zero KL.
+    trainer = Trainer(Config.from_dict({**TINY, "critic_warmup": 2, "eval_episodes": 0}))
+    try:
+        policy = {k: v.clone() for k, v in trainer.net.policy.state_dict().items()}
+        value = {k: v.clone() for k, v in trainer.net.value.state_dict().items()}
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        trainer.train()
+        _assert_nested_equal(trainer.net.policy.state_dict(), policy)
+        assert any(not torch.equal(v, value[k]) for k, v in trainer.net.value.state_dict().items())
+        assert all(h["epochs_run"] == 2 and math.isnan(h["kl_approx"]) for h in trainer.history)
+        assert all(h["lr"] <= lr for h in trainer.history)  # only the linear annealing moved it
+        trainer.train(512)  # past the warm-up: PPO moves the policy
+        assert any(not torch.equal(v, policy[k]) for k, v in trainer.net.policy.state_dict().items())
+    finally:
         trainer.close()

@@ -96,12 +96,22 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
                 weights = weights.reshape(weights.shape[:1] + (1,) * (loss.ndim - 1)).expand_as(loss).to(loss)
         return super()._reduce_loss(loss, tensordict, weights=weights, **kwargs)
 
+    def critic_only(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """The critic's loss alone and unclipped (``critic_warmup``: fitting a fresh critic to a pre-trained
+        policy before PPO moves it; the value clip would hold the critic near its random initial values)."""
+        loss, _, explained_variance = self._critic_loss(tensordict, clip=False)
+        return TensorDict({"loss_critic": self._reduce_loss(loss, tensordict).squeeze(-1),
+                           "explained_variance": explained_variance})
+
     def loss_critic(self, tensordict: TensorDictBase):
         """Loss of every ensemble head against the value target, each clipped around its own old value."""
+        return self._critic_loss(tensordict, clip=bool(self.clip_value))
+
+    def _critic_loss(self, tensordict: TensorDictBase, clip: bool):
         keys = self.tensor_keys
         target = tensordict.get(keys.value_target)
-        old_heads = tensordict.get(keys.value_ensemble, None) if self.clip_value else None
-        if self.clip_value and old_heads is None:
+        old_heads = tensordict.get(keys.value_ensemble, None) if clip else None
+        if clip and old_heads is None:
             raise KeyError(f"value clipping needs the collected '{keys.value_ensemble}': run the critic "
                            "on the batch before the loss (the trainer does this when it computes GAE)")
         params = self.critic_network_params.to_module(self.critic_network, preserve_module_state=False) \
@@ -111,7 +121,7 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
         target_heads = target.expand_as(heads)
         loss = distance_loss(target_heads, heads, loss_function=self.loss_critic_type)
         clip_fraction = None
-        if self.clip_value:
+        if clip:
             loss, clip_fraction = _clip_value_loss(
                 old_heads, heads, self.clip_value, target_heads, loss, self.loss_critic_type)
         loss = loss.mean(-1, keepdim=True)
