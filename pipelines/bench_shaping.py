@@ -25,11 +25,9 @@ import numpy as np
 from pipelines.benchmark import OUT, machine, mean_std, train_run, write_results_md
 
 ENV = "HalfCheetah-v5"
-# The curriculum task: 200-step episodes (a success window per wave of 64 episodes every 12,800 frames),
-# target speeds 0.5 ... 3 m/s; an episode succeeds when its mean forward speed reaches the level's target.
+# The curriculum task: 200-step episodes; an episode succeeds when its mean forward speed reaches the level's
+# target. The levels, window and threshold are the config's (``curriculum_levels=[...]`` overrides them).
 CURRICULUM = ["curriculum=speed", "max_episode_steps=200"]
-ARMS = {"curriculum (levels 0.5 -> 3 m/s)": ["curriculum_start=0"],
-        "hardest level directly (3 m/s)": ["curriculum_start=-1"]}
 ABLATIONS = {"default": [], "+ dynamic batch (x1.5 when std(len) < 0.1 mean, cap 16384)": ["dynamic_batch=true"],
              "+ LAMB (layer-wise trust ratio)": ["optimizer=lamb"]}
 
@@ -43,13 +41,28 @@ def reached_at(history: list[dict]) -> int | None:
     return next((h["frames"] for h in history if h.get("curriculum_solved")), None)
 
 
+def curriculum_arms(shaping) -> dict[str, list[str]]:
+    levels = shaping.curriculum_levels
+    return {f"curriculum (levels {levels[0]:g} -> {levels[-1]:g} m/s)": ["curriculum_start=0"],
+            f"hardest level directly ({levels[-1]:g} m/s)": ["curriculum_start=-1"]}
+
+
 def curriculum(args) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aeon_trl.config import Config
+    shaping = Config().with_overrides([*CURRICULUM, *args.overrides]).shaping
+    arms = curriculum_arms(shaping)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {arm: [pool.submit(train_run, f"curriculum-{_slug(arm)}-s{seed}",
+                                     [f"env_id={ENV}", f"seed={seed}", f"total_timesteps={args.timesteps}",
+                                      *CURRICULUM, *ov, *args.overrides], args.jobs) for seed in args.seeds]
+                   for arm, ov in arms.items()}
+        results = {arm: [f.result() for f in fs] for arm, fs in futures.items()}
     rows = []
-    for arm, ov in ARMS.items():
+    for arm, ov in arms.items():
         runs = []
-        for seed in args.seeds:
-            r = train_run(f"curriculum-{_slug(arm)}-s{seed}", [f"env_id={ENV}", f"seed={seed}",
-                          f"total_timesteps={args.timesteps}", *CURRICULUM, *ov, *args.overrides], jobs=1)
+        for seed, r in zip(args.seeds, results[arm]):
             h = r["history"]
             runs.append({"seed": seed, "reached_at": reached_at(h), "final_level": h[-1]["curriculum_level"],
                          "level_changes": sum(a["curriculum_level"] != b["curriculum_level"] for a, b in zip(h, h[1:])),
@@ -59,8 +72,9 @@ def curriculum(args) -> dict:
         rows.append({"arm": arm, "overrides": " ".join(ov), "runs": runs, "reached": len(reached),
                      "reached_at_median": statistics.median(reached) if reached else None,
                      "eval_mean": mean_std([x["eval_mean"] for x in runs])})
-    return {"env_id": ENV, "task": " ".join(CURRICULUM), "timesteps": args.timesteps, "seeds": args.seeds,
-            "rows": rows}
+    return {"env_id": ENV, "task": " ".join([*CURRICULUM, *args.overrides]), "timesteps": args.timesteps,
+            "seeds": args.seeds, "levels": shaping.curriculum_levels, "window": shaping.curriculum_window,
+            "threshold": shaping.curriculum_threshold, "margin": shaping.curriculum_margin, "rows": rows}
 
 
 def ablation(args) -> dict:
@@ -149,16 +163,18 @@ NOTES = {
 
 
 def _curriculum_md(d: dict) -> list[str]:
+    top = f"{d['levels'][-1]:g} m/s"
     lines = ["## Curriculum (speed levels on HalfCheetah-v5)", "",
              f"- command: `{d['command']}`", f"- machine: {d['machine']}", f"- date: {d['date']}", "",
-             f"Task: `{d['task']}` (aeon-train's HalfCheetah preset), {d['timesteps']:,} env steps per run, seeds "
-             f"{d['seeds']}. Reward: 1 at or above the level's target forward speed, falling linearly to 0 at "
-             "0.5 m/s below it (so the 3 m/s level alone is a sparse reward). An episode (200 steps) succeeds when its mean forward speed reaches the "
-             "target; the level rises when 80% of the last 64 episodes succeed. \"Reached\" = the first env step "
-             "at which the hardest level (3 m/s) passes that test. Evaluation: 10 deterministic episodes on the "
+             f"Task: `{d['task']}` (aeon-train's HalfCheetah preset), levels {d['levels']} m/s, {d['timesteps']:,} "
+             f"env steps per run, seeds {d['seeds']}. Reward: 1 at or above the level's target forward speed, falling "
+             f"linearly to 0 at {d['margin']:g} m/s below it (so the {top} level alone is a sparse reward). An "
+             "episode (200 steps) succeeds when its mean forward speed reaches the target; the level rises when "
+             f"{d['threshold']:.0%} of the last {d['window']} episodes succeed. \"Reached\" = the first env step "
+             f"at which the hardest level ({top}) passes that test. Evaluation: 10 deterministic episodes on the "
              "hardest level (return out of 200).", "",
-             "| arm | reached the 3 m/s target | env steps to reach it, per seed | median | final level per seed "
-             "| eval return at 3 m/s (mean ± std) |", "|---|---|---|---|---|---|"]
+             f"| arm | reached the {top} target | env steps to reach it, per seed | median | final level per seed "
+             f"| eval return at {top} (mean ± std) |", "|---|---|---|---|---|---|"]
     for r in d["rows"]:
         per_seed = ", ".join(f"s{x['seed']}: {x['reached_at']:,}" if x["reached_at"] is not None
                              else f"s{x['seed']}: not reached" for x in r["runs"])
@@ -189,6 +205,7 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides applied to every run")
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--timesteps", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=1, help="curriculum: runs at a time (each with env_threads=1)")
     parser.add_argument("--reuse-default", action="store_true",
                         help="ablation: take the default rows from benchmarks/ablation.json (same seeds and budget)")
     args = parser.parse_args(argv)
@@ -232,10 +249,10 @@ def plot_curriculum(data: dict, path) -> None:
                        label=f"{row['arm']}, seed {run['seed']}")
             if i == 0:
                 left.step(frames, [level for _, level, _ in run["curve"]], where="post", label=f"seed {run['seed']}")
-    left.set(xlabel="env steps", ylabel="curriculum level", title="curriculum arm: level (target 0.5 + 0.5 x level m/s)")
-    right.axhline(0.8, color="grey", ls="--", lw=1)
-    right.set(xlabel="env steps", ylabel="success rate, last 64 episodes", ylim=(-0.02, 1.02),
-              title="success rate on the hardest level (3 m/s)")
+    left.set(xlabel="env steps", ylabel="curriculum level", title=f"curriculum arm: level (targets {data['levels']} m/s)")
+    right.axhline(data["threshold"], color="grey", ls="--", lw=1)
+    right.set(xlabel="env steps", ylabel=f"success rate, last {data['window']} episodes", ylim=(-0.02, 1.02),
+              title=f"success rate on the hardest level ({data['levels'][-1]:g} m/s)")
     for ax in (left, right):
         ax.set_xlim(0, data.get("timesteps", None))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
@@ -246,7 +263,13 @@ def plot_curriculum(data: dict, path) -> None:
     plt.close(fig)
 
 
+# What curriculum.json files written before the levels were recorded in them were measured with.
+CURRICULUM_DEFAULTS = {"levels": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "window": 64, "threshold": 0.8, "margin": 0.5}
+
+
 def write_section(name: str, data: dict) -> str:
+    if name == "curriculum":
+        data = {**CURRICULUM_DEFAULTS, **data}
     lines = (_curriculum_md if name == "curriculum" else _ablation_md)(data)
     if name == "curriculum":
         plot_curriculum(data, OUT / "curriculum.png")

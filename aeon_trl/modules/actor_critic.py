@@ -146,5 +146,8 @@ def gaussian_actor(policy: nn.Module, observation_key="observation", action_key=
         in_keys=["loc", "scale"],
         out_keys=[action_key],
         distribution_class=IndependentNormal,
+        # torch.distributions re-checks loc/scale/actions on every construction and log_prob (~20 ops per PPO
+        # minibatch); non-finite values are caught by the trainer's own checks with a clearer message.
+        distribution_kwargs={"validate_args": False},
         return_log_prob=True,
     )
