@@ -35,6 +35,16 @@ def test_sliding_window_promotes_as_soon_as_the_rate_passes():
     assert c2.level == 1
 
 
+def test_outcomes_judged_against_the_old_level_do_not_fill_the_new_window():
+    # 8 envs finishing together with a window of 4: the wave's last 4 outcomes were judged against level 0's
+    # target, so they must not count on level 1 (they would mark the hardest level solved at once).
+    c = Curriculum(2, threshold=0.75, window=4)
+    assert c.record([True] * 8) == 1
+    assert not c.solved and len(c.results) == 0
+    c.record([True] * 4)
+    assert c.solved
+
+
 def test_hardest_level_is_an_upper_bound_and_marks_solved():
     c = Curriculum(2, threshold=0.5, window=2)
     c.record([True, True])
@@ -72,7 +82,8 @@ def test_bad_schedule_arguments(kwargs):
 
 def test_state_dict_round_trip_and_level_check():
     c = Curriculum(3, threshold=0.75, window=4)
-    c.record([True] * 4 + [True, False])
+    c.record([True] * 4)
+    c.record([True, False])
     state = c.state_dict()
     d = Curriculum(3, threshold=0.75, window=4)
     d.load_state_dict(state)

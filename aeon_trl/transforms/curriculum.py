@@ -63,7 +63,9 @@ class Curriculum:
         return sum(self.results) / len(self.results) if len(self.results) == self.window else math.nan
 
     def record(self, successes: Sequence[bool]) -> int:
-        """Add finished episodes' outcomes (in order); returns the level after any promotion/demotion."""
+        """Add finished episodes' outcomes (in order), all judged against the current level's target; returns
+        the level after any promotion/demotion. Outcomes after a level change are dropped: they were judged
+        against the old level (128 envs finishing together fill more than one 64-episode window)."""
         for success in successes:
             self.results.append(bool(success))
             rate = self.success_rate
@@ -74,8 +76,10 @@ class Curriculum:
                     self.solved = True
                 else:
                     self._move(+1)
+                    break
             elif rate < self.demote_below and self.level > 0:
                 self._move(-1)
+                break
         return self.level
 
     def _move(self, step: int) -> None:
