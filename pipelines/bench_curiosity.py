@@ -31,11 +31,16 @@ def _finite(x: float) -> float | None:
     return x if np.isfinite(x) else None  # no episode finished yet: JSON null, not NaN
 
 
-def run_task(task: str, seeds: list[int], timesteps: int, reuse: bool = False) -> dict:
+def run_task(task: str, seeds: list[int], timesteps: int, reuse: bool = False, previous: dict | None = None) -> dict:
+    """Both arms on ``seeds``; with ``previous`` (this task's entry in curiosity.json, same budget) its runs on
+    other seeds are kept and the new seeds added."""
     env_id, threshold, meaning = TASKS[task]
+    if previous is not None and previous["timesteps"] != timesteps:
+        raise SystemExit(f"--add-seeds: the {task} runs in curiosity.json used {previous['timesteps']} steps, "
+                         f"not {timesteps}; pass the same --{task}-timesteps")
     arms = {}
     for arm, overrides in ARMS.items():
-        runs = []
+        runs = [r for r in previous["arms"][arm]["runs"] if r["seed"] not in seeds] if previous else []
         for seed in seeds:
             name = f"curiosity-{task}-{arm.replace(' ', '_')}-s{seed}"
             run_overrides = [f"env_id={env_id}", f"seed={seed}", f"total_timesteps={timesteps}", "env_threads=1",
@@ -46,6 +51,7 @@ def run_task(task: str, seeds: list[int], timesteps: int, reuse: bool = False) -
                          "wall_time": r["process_wall_time"],
                          "curve": [(h["frames"], _finite(h["episode_return"]), h.get("reward_intrinsic"))
                                    for h in r["history"]]})
+        runs.sort(key=lambda r: r["seed"])
         arms[arm] = {"runs": runs, "reached": sum(r["reached"] for r in runs), "seeds": len(runs),
                      "eval_mean": float(np.mean([r["eval_mean"] for r in runs]))}
     curves = {arm: [([c[0] for c in r["curve"]], [np.nan if c[1] is None else c[1] for c in r["curve"]])
@@ -87,15 +93,18 @@ def main(argv=None) -> int:
     parser.add_argument("--cheetah-timesteps", type=int, default=500_000)
     parser.add_argument("--reuse", action="store_true",
                         help="read runs already finished under benchmarks/runs/ instead of training them again")
+    parser.add_argument("--add-seeds", action="store_true",
+                        help="keep the runs of other seeds already in curiosity.json and add these seeds")
     parser.add_argument("--note", action="append", default=[], help="a note line for the markdown section")
     args = parser.parse_args(argv)
     path = OUT / "curiosity.json"
     data = json.loads(path.read_text()) if path.exists() else {"tasks": {}}
     settings = {"mcc": (args.mcc_seeds, args.mcc_timesteps), "cheetah": (args.cheetah_seeds, args.cheetah_timesteps)}
     for task in args.tasks:
-        data["tasks"][task] = run_task(task, *settings[task], reuse=args.reuse)
-        data["tasks"][task]["command"] = "python -m pipelines.bench_curiosity " + " ".join(
-            argv if argv is not None else sys.argv[1:])
+        previous = data["tasks"].get(task) if args.add_seeds else None
+        command = "python -m pipelines.bench_curiosity " + " ".join(argv if argv is not None else sys.argv[1:])
+        data["tasks"][task] = run_task(task, *settings[task], reuse=args.reuse, previous=previous)
+        data["tasks"][task]["command"] = f"{previous['command']}; {command}" if previous else command
     data.update(command="; ".join(sorted({t["command"] for t in data["tasks"].values()})), machine=machine(),
                 date=time.strftime("%Y-%m-%d"), notes=list(dict.fromkeys(data.get("notes", []) + args.note)))
     path.write_text(json.dumps(data, indent=2))
