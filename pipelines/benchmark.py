@@ -447,11 +447,13 @@ def write_results_md() -> None:
                           f"{[round(x) for x in data['train_steps_per_second_10_epochs']]} |"]
         parts.append("")
     # Feature benchmarks (their own scripts under pipelines/) each write one section here.
-    parts += ["The feature sections below (curiosity, curriculum, demonstrations, distillation, prioritized "
-              "minibatches, shaping, tuning) were measured on 2026-11-29/30 with the earlier default rollout shape, "
-              "64 envs x 64 steps; the default is now 128 envs x 32 steps (the same 4,096-frame batch). Train with "
-              "`num_envs=64 steps_per_env=64` (overrides, or a config file) to rerun a section as it was measured.",
-              ""]
+    parts += ["Rollout shapes of the feature sections below: the curriculum and env-path sections and the tuning "
+              "section with metric `eval_return` were measured with the current default, 128 envs x 32 steps; the "
+              "demonstrations section with Hopper's preset, 64 x 64 (as the learning table's Hopper row); "
+              "aeon/SparseHalfCheetah-v5 with its own preset (16 x 256). The others (MountainCar curiosity, "
+              "distillation, prioritized minibatches, shaping ablation, tuning with `100_episode_return`) were "
+              "measured on 2026-11-29/30 with the earlier default, 64 envs x 64 steps (the same 4,096-frame batch); "
+              "train with `num_envs=64 steps_per_env=64` to rerun one as it was measured.", ""]
     for section in sorted((OUT / "sections").glob("*.md")):
         parts += [section.read_text(), ""]
     extra = OUT / "NOTES.md"
