@@ -38,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override tuning keys of the YAML (e.g. metric=eval_return eval_timesteps=24576)")
     parser.add_argument("--name", default="tune", help="output name: benchmarks/<name>.json, sections/<name>.md")
+    parser.add_argument("--note", action="append", default=[], help="a note for the section (kept in the JSON)")
     parser.add_argument("--report", action="store_true",
                         help="only rewrite the section and plots from benchmarks/tune.json and the tuner's state")
     return parser.parse_args(argv)
@@ -67,7 +68,11 @@ def main(argv=None) -> int:
         state = json.loads((tune_dir / "tuner_state.json").read_text())
         for png in plot(state, tune_dir):
             shutil.copy(png, OUT / png.name.replace("tune", args.name, 1))
-        write_section(json.loads((OUT / f"{args.name}.json").read_text()), members_table(state), args.name)
+        data = json.loads((OUT / f"{args.name}.json").read_text())
+        if args.note:
+            data["notes"] = args.note
+            (OUT / f"{args.name}.json").write_text(json.dumps(data, indent=1))
+        write_section(data, members_table(state), args.name)
         from pipelines.benchmark import write_results_md
         write_results_md()
         return 0
@@ -107,7 +112,7 @@ def main(argv=None) -> int:
         "tune_wall_time": tune_wall, "seeds": args.seeds, "best_member": best_member,
         "best_member_own_policy_eval": {"mean": float(np.mean(own)), "std": float(np.std(own)), "returns": own},
         "base_hparams": {k: getattr(base._section_of(k), k) for k in tuning.parameters},
-        "from_scratch": summary, "history": state["history"],
+        "from_scratch": summary, "history": state["history"], "notes": args.note,
     }
     (OUT / f"{args.name}.json").write_text(json.dumps(data, indent=1))
     write_section(data, members_table(state), args.name)
@@ -161,6 +166,7 @@ def write_section(data: dict, table: str, name: str = "tune") -> None:
         "", "Base hyperparameters: " + ", ".join(f"`{k}={v}`" for k, v in data["base_hparams"].items()), "",
         "Final generation (rank by the tuning metric; parents = the members it copied, generation by generation):",
         "", table, "", f"![metric per generation]({name}_metric.png)", f"![hyperparameters per generation]({name}_hparams.png)",
+        *[f"\nNote: {n}" for n in data.get("notes", [])],
     ]
     (OUT / "sections").mkdir(parents=True, exist_ok=True)
     (OUT / "sections" / f"{name}.md").write_text("\n".join(lines) + "\n")
