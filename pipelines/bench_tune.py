@@ -59,8 +59,10 @@ def evaluate_checkpoint(path: Path, episodes: int, seed: int) -> list[float]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from aeon_trl.config import Config
+    from aeon_trl.config import preset_path
     from aeon_trl.tuning import AutoTuner, TuningConfig
+    from pipelines.train import build_config
+    from pipelines.train import parse_args as train_args
     from pipelines.tune import members_table, plot
 
     tune_dir = OUT / "runs" / f"{args.name}-{args.env}"
@@ -77,7 +79,8 @@ def main(argv=None) -> int:
         write_results_md()
         return 0
     command = "python -m pipelines.bench_tune " + " ".join(argv if argv is not None else sys.argv[1:])
-    base = Config().with_overrides([f"env_id={args.env}", "env_threads=1", "torch_threads=1", "progress=false"])
+    # The base is what aeon-train (and so the from-scratch comparison below) runs: defaults + the env's preset.
+    base = build_config(train_args([f"env_id={args.env}", "env_threads=1", "torch_threads=1", "progress=false"]))[0]
     data = OmegaConf.merge(OmegaConf.load(args.tuning), OmegaConf.from_dotlist(args.set))
     tuning = TuningConfig.from_dict(OmegaConf.to_container(data, resolve=True), base)
     start = time.perf_counter()
@@ -113,6 +116,7 @@ def main(argv=None) -> int:
         "best_member_own_policy_eval": {"mean": float(np.mean(own)), "std": float(np.std(own)), "returns": own},
         "base_hparams": {k: getattr(base._section_of(k), k) for k in tuning.parameters},
         "from_scratch": summary, "history": state["history"], "notes": args.note,
+        "base_source": f"defaults + presets/{preset.name}" if (preset := preset_path(args.env)) else "defaults",
     }
     (OUT / f"{args.name}.json").write_text(json.dumps(data, indent=1))
     write_section(data, members_table(state), args.name)
@@ -147,7 +151,7 @@ def write_section(data: dict, table: str, name: str = "tune") -> None:
         f"{data['horizon']} steps (the best lineage's total) on fresh seeds {data['seeds']} (the tuner's members "
         "used seeds 1000+), final 10-episode deterministic evaluation", "",
         "| config | eval return (mean ± std over seeds) | per seed | steps/s |", "|---|---|---|---|",
-        f"| base (defaults) | {b['eval_mean']:.0f} ± {b['eval_std']:.0f} | {[round(x) for x in b['per_seed']]} | "
+        f"| base ({data.get('base_source', 'defaults')}) | {b['eval_mean']:.0f} ± {b['eval_std']:.0f} | {[round(x) for x in b['per_seed']]} | "
         f"{b['steps_per_second']:.0f} |",
         f"| tuned (best member's hyperparameters) | {t['eval_mean']:.0f} ± {t['eval_std']:.0f} | "
         f"{[round(x) for x in t['per_seed']]} | {t['steps_per_second']:.0f} |",
