@@ -113,6 +113,11 @@ class Trainer:
             if cfg.demo.demos else None
         if self.demos is not None and cfg.demo.demo_obs_stats:
             add_observation_statistics(self.env, self.demos.transitions.get("observation"))
+        if self.demos is not None and cfg.ppo.critic_warmup == 0:
+            warnings.warn("demonstrations with critic_warmup=0: the first PPO updates see the initial policy's "
+                          "log-probs and an untrained critic's advantages, which can undo the cloned policy; "
+                          "critic_warmup=5 kept it on Hopper-v5 (benchmarks/RESULTS.md, demonstrations)",
+                          UserWarning, stacklevel=2)
         self.loss_keys = LOSS_KEYS + (("loss_demo",) if self.demos is not None else ())
         # The uniform buffer stores only what the loss reads: each minibatch then gathers ~7 tensors, not ~24.
         keys = self.loss.tensor_keys

@@ -234,3 +234,5 @@ def test_obs_statistics_freeze_after_cloning_and_stay_frozen_on_resume(tmp_path)
         assert count(resumed.trainer) == before
     finally:
         resumed.close()
+    with pytest.warns(UserWarning, match="demonstrations with critic_warmup=0"):  # the setting that undid the clone
+        AdvancedPPO("Pendulum-v1", {**cfg, "critic_warmup": 0}).close()
