@@ -18,23 +18,9 @@ import time
 
 import numpy as np
 
-from pipelines.benchmark import ENVS, OUT, machine, write_results_md
+from pipelines.benchmark import ENVS, OUT, evaluate_checkpoint, machine, write_results_md
 
 BACKENDS = {"envpool": "envpool (EnvPoolEnv)", "serial": "gymnasium (SerialEnv of GymEnv)"}
-
-
-def returns_on(state: dict, backend: str, episodes: int, seed: int) -> list[float]:
-    from aeon_trl.config import Config
-    from aeon_trl.trainer import Trainer
-    # a small training env: it is never stepped, the checkpoint only needs its specs and statistics
-    cfg = Config.from_dict(state["config"]).with_overrides(
-        [f"env_backend={backend}", "num_envs=32", "env_threads=1", "progress=false"])
-    trainer = Trainer(cfg)
-    try:
-        trainer.load_state_dict(state)
-        return trainer.evaluate(episodes, seed=seed)
-    finally:
-        trainer.close()
 
 
 def welch_t(a: list[float], b: list[float]) -> float:
@@ -44,7 +30,6 @@ def welch_t(a: list[float], b: list[float]) -> float:
 
 
 def main(argv=None) -> int:
-    from aeon_trl.checkpoint import load_checkpoint
     parser = argparse.ArgumentParser(prog="bench_envpaths", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=ENVS)
@@ -57,8 +42,10 @@ def main(argv=None) -> int:
         path = OUT / "runs" / f"{env}-s{args.seed}" / "checkpoint.pt"
         if not path.exists():
             raise SystemExit(f"{path} is missing: run `python -m pipelines.benchmark learning --envs {env}` first")
-        state = load_checkpoint(path)
-        per_backend = {b: returns_on(state, b, args.episodes, args.eval_seed) for b in BACKENDS}
+        # a small training env: it is never stepped, the checkpoint only needs its specs and statistics
+        per_backend = {b: evaluate_checkpoint(path, args.episodes, args.eval_seed,
+                                              [f"env_backend={b}", "num_envs=32", "env_threads=1", "progress=false"])
+                       for b in BACKENDS}
         a, b = per_backend["envpool"], per_backend["serial"]
         rows.append({"env": env, "checkpoint": str(path), "returns": per_backend, "welch_t": welch_t(a, b),
                      "mean": {k: float(np.mean(v)) for k, v in per_backend.items()},

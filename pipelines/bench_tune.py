@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from pipelines.benchmark import OUT, machine, mean_std, train_run
+from pipelines.benchmark import OUT, evaluate_checkpoint, machine, mean_std, train_run
 
 TUNING = Path(__file__).parent / "tuning" / "hopper.yaml"
 
@@ -42,19 +42,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--report", action="store_true",
                         help="only rewrite the section and plots from benchmarks/tune.json and the tuner's state")
     return parser.parse_args(argv)
-
-
-def evaluate_checkpoint(path: Path, episodes: int, seed: int) -> list[float]:
-    from aeon_trl.checkpoint import load_checkpoint
-    from aeon_trl.config import Config
-    from aeon_trl.trainer import Trainer
-    state = load_checkpoint(path)
-    trainer = Trainer(Config.from_dict(state["config"]).with_overrides(["env_threads=1"]))
-    try:
-        trainer.load_state_dict(state)
-        return trainer.evaluate(episodes, seed=seed)
-    finally:
-        trainer.close()
 
 
 def main(argv=None) -> int:
@@ -96,7 +83,8 @@ def main(argv=None) -> int:
     horizon = best.train.total_timesteps
     print(f"tuned in {tune_wall:.0f} s; best member {best_member['id']}: {best_member['hparams']}", flush=True)
 
-    own = evaluate_checkpoint(tune_dir / state["members"][best_member["id"]]["checkpoint"], 10, seed=7_000_003)
+    own = evaluate_checkpoint(tune_dir / state["members"][best_member["id"]]["checkpoint"], 10, seed=7_000_003,
+                              overrides=["env_threads=1"])
     rows = {"base": [], "best": []}
     best_overrides = [f"{k}={v}" for k, v in best_member["hparams"].items()]
     for seed in args.seeds:

@@ -104,9 +104,24 @@ def finished_run(name: str, overrides: list[str], preset: bool = True) -> dict |
     return results
 
 
-def first_reach(history: list[dict], threshold: float) -> int | None:
-    """Env steps at which the logged training return (last 20 episodes) first reached ``threshold``."""
-    return next((h["frames"] for h in history if h["episode_return"] >= threshold), None)
+def first_reach(history: list[dict], threshold: float, key: str = "episode_return") -> int | None:
+    """Env steps at which the logged ``key`` (default: the training return of the last 20 episodes; or the
+    periodic ``eval_return``) first reached ``threshold``."""
+    return next((h["frames"] for h in history if h.get(key, -np.inf) >= threshold), None)
+
+
+def evaluate_checkpoint(path: Path, episodes: int, seed: int, overrides: list[str]) -> list[float]:
+    """Deterministic returns of a saved agent: its checkpointed config plus ``overrides``, on ``episodes`` envs."""
+    from aeon_trl.checkpoint import load_checkpoint
+    from aeon_trl.config import Config
+    from aeon_trl.trainer import Trainer
+    state = load_checkpoint(path)
+    trainer = Trainer(Config.from_dict(state["config"]).with_overrides(overrides))
+    try:
+        trainer.load_state_dict(state)
+        return trainer.evaluate(episodes, seed=seed)
+    finally:
+        trainer.close()
 
 
 def run_grid(runs: dict[str, list[str]], jobs: int, preset: bool = True) -> dict[str, dict]:
@@ -138,8 +153,10 @@ def plot_arms(arms: dict[str, list[tuple[list, list]]], line: float, line_label:
     plt.close(fig)
 
 
-def training_curve(history: list[dict]) -> tuple[list, list]:
-    return [h["frames"] for h in history], [h["episode_return"] for h in history]
+def training_curve(history: list[dict], key: str = "episode_return") -> tuple[list, list]:
+    """``(frames, values)`` of the iterations that logged ``key`` (``eval_return`` only every ``eval_every``)."""
+    rows = [h for h in history if key in h]
+    return [h["frames"] for h in rows], [h[key] for h in rows]
 
 
 def plot_curves(env_id: str, runs: list[dict], path: Path) -> None:
@@ -447,9 +464,10 @@ def write_results_md() -> None:
                           f"{[round(x) for x in data['train_steps_per_second_10_epochs']]} |"]
         parts.append("")
     # Feature benchmarks (their own scripts under pipelines/) each write one section here.
-    parts += ["Rollout shapes of the feature sections below: the curriculum and env-path sections and the tuning "
-              "section with metric `eval_return` were measured with the current default, 128 envs x 32 steps; the "
-              "demonstrations section with Hopper's preset, 64 x 64 (as the learning table's Hopper row); "
+    parts += ["Rollout shapes of the feature sections below: the curriculum, env-path and HalfCheetah tuning "
+              "sections were measured with the current default, 128 envs x 32 steps; the demonstrations section and "
+              "the Hopper tuning section with metric `eval_return` with Hopper's preset, 64 x 64 (as the learning "
+              "table's Hopper row); "
               "aeon/SparseHalfCheetah-v5 with its own preset (16 x 256). The others (MountainCar curiosity, "
               "distillation, prioritized minibatches, shaping ablation, tuning with `100_episode_return`) were "
               "measured on 2026-11-29/30 with the earlier default, 64 envs x 64 steps (the same 4,096-frame batch); "
