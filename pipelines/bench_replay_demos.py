@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from pipelines.benchmark import OUT, finished_run, first_reach, machine, plot_arms, train_run, write_results_md
+from pipelines.benchmark import (OUT, finished_run, first_reach, machine, plot_arms, train_run, training_curve,
+                                 write_results_md)
 
 SECTIONS = OUT / "sections"
 THREADS = ["env_threads=1", "torch_threads=1"]
@@ -40,20 +41,6 @@ def run(name: str, overrides: list[str], preset: bool = True) -> dict:
 def return_at(history: list[dict], frames: int, key: str = "episode_return") -> float:
     """The logged ``key`` (training return) of the last iteration at or before ``frames`` that logged it."""
     return next(h[key] for h in reversed(history) if h["frames"] <= frames and key in h)
-
-
-def eval_at(history: list[dict], frames: int) -> float:
-    return return_at(history, frames, "eval_return")
-
-
-def eval_curve(history: list[dict]) -> tuple[list, list]:
-    evals = [h for h in history if "eval_return" in h]
-    return [h["frames"] for h in evals], [h["eval_return"] for h in evals]
-
-
-def first_eval_reach(history: list[dict], threshold: float) -> int | None:
-    """Env steps at which the periodic deterministic evaluation first reached ``threshold``."""
-    return next((h["frames"] for h in history if h.get("eval_return", -np.inf) >= threshold), None)
 
 
 # ---- demos ----------------------------------------------------------------------------------------------
@@ -85,17 +72,17 @@ def demos(args) -> dict:
                                        [*common, f"seed={seed}", *ov]) for seed in args.seeds]
                    for label, ov in variants.items()}
         results = {label: [f.result() for f in fs] for label, fs in futures.items()}
-    plot_arms({label: [eval_curve(r["history"]) for r in per_seed] for label, per_seed in results.items()},
+    plot_arms({label: [training_curve(r["history"], "eval_return") for r in per_seed] for label, per_seed in results.items()},
               target, "target", "deterministic evaluation return (10 episodes)",
               f"{env}: PPO with and without {info['transitions']} expert transitions", OUT / f"demos_{env}.png",
               "lower right")
     rows = []
     for label, per_seed in results.items():
-        steps = [first_eval_reach(r["history"], target) for r in per_seed]
+        steps = [first_reach(r["history"], target, "eval_return") for r in per_seed]
         checkpoints = [args.timesteps // 5, args.timesteps // 2, args.timesteps]
         rows.append({"variant": label, "overrides": " ".join(variants[label]) or "-", "steps_to_target": steps,
                      "train_steps_to_target": [first_reach(r["history"], target) for r in per_seed],
-                     "eval_return_at": {str(c): [round(eval_at(r["history"], c)) for r in per_seed]
+                     "eval_return_at": {str(c): [round(return_at(r["history"], c, "eval_return")) for r in per_seed]
                                         for c in checkpoints},
                      "train_return_at": {str(c): [round(return_at(r["history"], c)) for r in per_seed]
                                          for c in checkpoints},
