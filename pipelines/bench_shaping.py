@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from pipelines.benchmark import OUT, machine, mean_std, train_run, write_results_md
+from pipelines.benchmark import OUT, machine, mean_std, run_grid, train_run, write_results_md
 
 ENV = "HalfCheetah-v5"
 # The curriculum task: 200-step episodes; an episode succeeds when its mean forward speed reaches the level's
@@ -48,21 +48,18 @@ def curriculum_arms(shaping) -> dict[str, list[str]]:
 
 
 def curriculum(args) -> dict:
-    from concurrent.futures import ThreadPoolExecutor
-
     from aeon_trl.config import Config
     shaping = Config().with_overrides([*CURRICULUM, *args.overrides]).shaping
     arms = curriculum_arms(shaping)
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {arm: [pool.submit(train_run, f"curriculum-{_slug(arm)}-s{seed}",
-                                     [f"env_id={ENV}", f"seed={seed}", f"total_timesteps={args.timesteps}",
-                                      *CURRICULUM, *ov, *args.overrides], args.jobs) for seed in args.seeds]
-                   for arm, ov in arms.items()}
-        results = {arm: [f.result() for f in fs] for arm, fs in futures.items()}
+    name = lambda arm, seed: f"curriculum-{_slug(arm)}-s{seed}"  # noqa: E731
+    results = run_grid({name(arm, seed): [f"env_id={ENV}", f"seed={seed}", f"total_timesteps={args.timesteps}",
+                                          *CURRICULUM, *ov, *args.overrides]
+                        for arm, ov in arms.items() for seed in args.seeds}, args.jobs)
     rows = []
     for arm, ov in arms.items():
         runs = []
-        for seed, r in zip(args.seeds, results[arm]):
+        for seed in args.seeds:
+            r = results[name(arm, seed)]
             h = r["history"]
             runs.append({"seed": seed, "reached_at": reached_at(h), "final_level": h[-1]["curriculum_level"],
                          "level_changes": sum(a["curriculum_level"] != b["curriculum_level"] for a, b in zip(h, h[1:])),
