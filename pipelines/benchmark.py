@@ -258,9 +258,14 @@ def throughput(args) -> dict:
     # The default stops an iteration's epochs early once the KL passes its target; this arm runs all 10.
     full = [train_run(f"throughput-10epochs-{i}", [*base, "kl_early_stop=false"], 1) for i in range(args.repeats)]
     train_sps = [r["steps_per_second"] for r in runs]
+    from pipelines.train import build_config, parse_args
+    cfg = build_config(parse_args([*base, "progress=false"]))[0]
+    preset = preset_path(cfg.env.env_id)
+    setup = (f"{cfg.env.env_id}, defaults{f' + presets/{preset.name}' if preset else ''}: {cfg.env.num_envs} envs x "
+             f"{cfg.train.steps_per_env} steps, minibatches of {cfg.train.batch_size}, up to {cfg.train.epochs} epochs")
     process_sps = [r["timesteps"] / r["process_wall_time"] for r in runs]
     collect = [statistics.median(h["collect_fps"] for h in r["history"]) for r in runs]
-    return {"raw_env_steps_per_second": raw, "collection_frames_per_second_by_env_path": paths,
+    return {"training_config": setup, "raw_env_steps_per_second": raw, "collection_frames_per_second_by_env_path": paths,
             "train_steps_per_second": train_sps,
             "train_steps_per_second_median": statistics.median(train_sps),
             "process_steps_per_second_median": statistics.median(process_sps),
@@ -450,6 +455,8 @@ def write_results_md() -> None:
                 parts.append(f"| raw random-action steps/s, {name} | {rate:,.0f} |")
             for name, rate in data["collection_frames_per_second_by_env_path"].items():
                 parts.append(f"| collector frames/s with the MLP policy, {name} | {rate:,.0f} |")
+            if "training_config" in data:
+                parts.append(f"| training runs' config | {data['training_config']} |")
             parts += [f"| collection frames/s during training (median) | {data['collect_frames_per_second_median']:,.0f} |",
                       f"| full PPO training steps/s, training loop (median of {len(data['train_steps_per_second'])}) | "
                       f"{data['train_steps_per_second_median']:,.0f} |",
@@ -471,7 +478,10 @@ def write_results_md() -> None:
               "aeon/SparseHalfCheetah-v5 with its own preset (16 x 256). The others (MountainCar curiosity, "
               "distillation, prioritized minibatches, shaping ablation, tuning with `100_episode_return`) were "
               "measured on 2026-11-29/30 with the earlier default, 64 envs x 64 steps (the same 4,096-frame batch); "
-              "train with `num_envs=64 steps_per_env=64` to rerun one as it was measured.", ""]
+              "train with `num_envs=64 steps_per_env=64` to rerun one as it was measured. Sections that trained "
+              "HalfCheetah-v5 with its preset before 2026-11-30 07:00 UTC used the preset of that time (gate + "
+              "Lookahead, without `log_std_init=-0.5` and minibatches of 2,048, benchmarks/NOTES.md); add "
+              "`log_std_init=0 batch_size=1024` to rerun one as it was measured.", ""]
     for section in sorted((OUT / "sections").glob("*.md")):
         parts += [section.read_text(), ""]
     extra = OUT / "NOTES.md"

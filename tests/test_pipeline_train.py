@@ -105,7 +105,8 @@ def test_the_env_preset_applies_between_defaults_and_overrides(tmp_path):
     cfg, _, _ = build_config(parse_args(["env_id=HalfCheetah-v5", "--no-preset"]))
     assert cfg.model.gating is False
     cfg, _, _ = build_config(parse_args(["env_id=Hopper-v5"]))
-    assert cfg.model.gating is False  # Hopper's preset sets the rollout shape only
+    assert cfg.model.gating is False  # Hopper's preset sets the rollout shape and gamma only
+    assert cfg.ppo.gamma == 0.995 != Config().ppo.gamma
     assert (cfg.env.num_envs, cfg.train.steps_per_env) == (64, 64) != (Config().env.num_envs, Config().train.steps_per_env)
     own = tmp_path / "own.yaml"
     own.write_text("lr: 0.001\n")
