@@ -481,7 +481,8 @@ def write_results_md() -> None:
               "train with `num_envs=64 steps_per_env=64` to rerun one as it was measured. Sections that trained "
               "HalfCheetah-v5 with its preset before 2026-11-30 07:00 UTC used the preset of that time (gate + "
               "Lookahead, without `log_std_init=-0.5` and minibatches of 2,048, benchmarks/NOTES.md); add "
-              "`log_std_init=0 batch_size=1024` to rerun one as it was measured.", ""]
+              "`log_std_init=0 batch_size=1024` to rerun one as it was measured; those that trained Hopper-v5 with its "
+              "preset (demonstrations, Hopper tuning) used `gamma=0.99`, add it likewise.", ""]
     for section in sorted((OUT / "sections").glob("*.md")):
         parts += [section.read_text(), ""]
     extra = OUT / "NOTES.md"
