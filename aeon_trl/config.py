@@ -271,6 +271,17 @@ class Config:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def for_run(cls, overrides: list[str], config_file: str | Path | None = None,
+                preset: bool = True) -> tuple["Config", Path | None]:
+        """A run's config as every command builds it (``aeon-train``, ``aeon-submit``, the SLURM/torchrun job):
+        ``config_file`` if given, else the defaults and then the env's shipped preset (unless ``preset`` is
+        false), then the ``key=value`` overrides. Also returns the preset it applied, if any."""
+        if config_file:
+            return cls.load(config_file).with_overrides(overrides), None
+        path = preset_path(cls().with_overrides(overrides).env.env_id) if preset else None
+        return (cls.load(path) if path else cls()).with_overrides(overrides), path
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 

@@ -288,7 +288,7 @@ def torchrun_job(name: str, nproc: int, overrides: list[str], timeout: float) ->
     shutil.rmtree(run_dir, ignore_errors=True)  # the job resumes from a checkpoint.pt left in its folder
     # python -m torch.distributed.run is the torchrun console script, with this interpreter
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "aeon_trl.launch.job", str(run_dir), *overrides]
+           "-m", "aeon_trl.launch.job", str(run_dir), "--no-preset", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log = OUT / "runs" / f"{name}.log"  # a file, not a pipe: no blocking on a rank that outlives torchrun
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -383,7 +383,7 @@ def scaling(args) -> dict:
                       "per-process rate is this machine's CPU rate, not a GPU node's; inter-node NCCL all-reduce "
                       "and stragglers are not measured here; on this machine the 2 processes also share its cores, so the "
                       "measured efficiency includes CPU contention, not only the all-reduce"}
-    return {"env_id": env_id, "config": "defaults (aeon_trl.launch.job applies no env preset)"
+    return {"env_id": env_id, "config": "plain defaults (--no-preset)"
             + (f" + {' '.join(args.overrides)}" if args.overrides else ""),
             "num_envs_per_process": num_envs, "timesteps": args.timesteps, "repeats": args.repeats,
             "collection_frames": args.collect_frames, "omp_num_threads": 1,
@@ -397,7 +397,7 @@ def _scaling_md(data: dict) -> list[str]:
     tr, est = data["training_by_processes"], data["paper_estimate"]
     lines = [f"{data['env_id']}, {data['config']}, {data['num_envs_per_process']} envs per process, median of "
              f"{data['repeats']} repeat(s). Training: `torchrun --standalone --nproc_per_node=N -m "
-             f"aeon_trl.launch.job RUN_DIR total_timesteps={data['timesteps']} env_threads=1 progress=false "
+             f"aeon_trl.launch.job RUN_DIR --no-preset total_timesteps={data['timesteps']} env_threads=1 progress=false "
              f"eval_episodes=0 logger=none` with OMP_NUM_THREADS=1; total_timesteps is the global budget "
              f"(each of N ranks trains T/N frames, every rank its own {data['num_envs_per_process']} envs).", "",
              "| measurement | value |", "|---|---|"]

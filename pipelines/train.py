@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from aeon_trl.checkpoint import CheckpointError, load_checkpoint
-from aeon_trl.config import Config, ConfigError, preset_path
+from aeon_trl.config import Config, ConfigError
 from aeon_trl.data.demonstrations import DemonstrationError
 from aeon_trl.trainer import NonFiniteError, Trainer, results_record
 
@@ -50,14 +50,10 @@ def build_config(args: argparse.Namespace) -> tuple[Config, Path, dict | None]:
         run_dir = Path(args.resume)
         state = load_checkpoint(run_dir / CHECKPOINT)
         return Config.from_dict(state["config"]).with_overrides(args.overrides), run_dir, state
-    if args.config:
-        cfg = Config.load(args.config).with_overrides(args.overrides)
-    else:  # defaults, then the env's shipped preset if any, then the overrides
-        env_id = Config().with_overrides(args.overrides).env.env_id
-        preset = None if args.no_preset else preset_path(env_id)
-        cfg = (Config.load(preset) if preset else Config()).with_overrides(args.overrides)
-        if preset:
-            print(f"aeon-train: using the preset {preset.name} for {env_id} (--config replaces it)", file=sys.stderr)
+    cfg, preset = Config.for_run(args.overrides, args.config, preset=not args.no_preset)
+    if preset:
+        print(f"aeon-train: using the preset {preset.name} for {cfg.env.env_id} (--config replaces it, --no-preset "
+              "skips it)", file=sys.stderr)
     run_dir = Path(args.run_dir) if args.run_dir else \
         Path(cfg.train.run_dir) / f"{cfg.env.env_id}-s{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg, run_dir, None

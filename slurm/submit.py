@@ -159,6 +159,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", help="training config overrides key=value (as aeon-train)")
     parser.add_argument("--profile", default=str(DEFAULT_PROFILE), help="cluster profile YAML (default: %(default)s)")
     parser.add_argument("--config", help="training config file (YAML/JSON), as aeon-train --config")
+    parser.add_argument("--no-preset", action="store_true", help="ignore the env's shipped preset, as aeon-train")
     parser.add_argument("--run-dir", help="run folder (default: runs/<env_id>-<time>)")
     parser.add_argument("--seeds", nargs="+", metavar="SEED",
                         help="one array task per seed, each in RUN_DIR/seed_<s> (key=value after it are overrides)")
@@ -180,9 +181,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def training_config(args: argparse.Namespace):
+    """The same config ``aeon-train`` would train: defaults + the env's preset (or ``--config``) + overrides."""
     from aeon_trl.config import Config
-    cfg = Config.load(args.config) if args.config else Config()
-    return cfg.with_overrides(args.overrides)
+    cfg, preset = Config.for_run(args.overrides, args.config, preset=not args.no_preset)
+    if preset:
+        print(f"aeon-submit: using the preset {preset.name} for {cfg.env.env_id} (--config replaces it, "
+              "--no-preset skips it)", file=sys.stderr)
+    return cfg
 
 
 def default_run_dir(cfg) -> Path:
@@ -282,7 +287,7 @@ def _fmt(x) -> str:
 
 # ---- the plain sbatch template ----------------------------------------------------------
 def sbatch_script(profile: Profile, run_dir: Path, overrides: list[str], seeds: list[int] | None = None,
-                  config_file: str | None = None, python: str = "python") -> str:
+                  config_file: str | None = None, python: str = "python", no_preset: bool = False) -> str:
     """A self-contained sbatch file equivalent to ``slurm.submit`` with this profile (no submitit needed).
 
     USR2 arrives ``signal_delay_s`` before the time limit (and at preemption where the cluster sends it): the
@@ -307,7 +312,7 @@ def sbatch_script(profile: Profile, run_dir: Path, overrides: list[str], seeds: 
         lines.append(f"#SBATCH --array=0-{len(seeds) - 1}%{profile.array_parallelism}")
     lines += ["", "set -euo pipefail"] + list(profile.setup)
     args = " ".join(shlex.quote(o) for o in overrides)
-    config = f" --config {shlex.quote(config_file)}" if config_file else ""
+    config = (f" --config {shlex.quote(config_file)}" if config_file else "") + (" --no-preset" if no_preset else "")
     if seeds:
         lines += [f"SEEDS=({' '.join(map(str, seeds))})", 'SEED=${SEEDS[$SLURM_ARRAY_TASK_ID]}',
                   f'RUN="{run_dir}/seed_$SEED"', "SEED_OVERRIDE=seed=$SEED"]
@@ -327,7 +332,8 @@ def main(argv=None) -> int:
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
         if args.sbatch_only:
             check_world(cfg, profile)
-            text = sbatch_script(profile, run_dir.resolve(), args.overrides, args.seeds, args.config, sys.executable)
+            text = sbatch_script(profile, run_dir.resolve(), args.overrides, args.seeds, args.config, sys.executable,
+                                 args.no_preset)
             (run_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)  # sbatch does not create the --output folder
             if args.sbatch_only == "-":
                 sys.stdout.write(text)

@@ -163,3 +163,19 @@ def test_dict_round_trip():
     assert Config.from_dict(data) == cfg
     data["ppo"]["gamma"] = 0.5  # to_dict returns a copy, not a view
     assert cfg.ppo.gamma == 0.98
+
+
+def test_for_run_layers_defaults_preset_and_overrides(tmp_path):
+    """One builder for every command: defaults, then the env's preset, then overrides; a file replaces both."""
+    cfg, preset = Config.for_run(["env_id=HalfCheetah-v5", "lr=1e-3"])
+    assert preset is not None and preset.name == "HalfCheetah-v5.yaml"
+    assert cfg.model.gating and cfg.train.batch_size == 2048 and cfg.optim.lr == 1e-3
+    cfg, preset = Config.for_run(["env_id=HalfCheetah-v5", "batch_size=1024"])
+    assert cfg.train.batch_size == 1024 and cfg.model.gating  # overrides win over the preset
+    cfg, preset = Config.for_run(["env_id=HalfCheetah-v5"], preset=False)
+    assert preset is None and cfg.to_dict() == Config().to_dict()
+    own = tmp_path / "own.yaml"
+    own.write_text("lr: 0.002\n")
+    cfg, preset = Config.for_run(["env_id=HalfCheetah-v5"], config_file=own)
+    assert preset is None and not cfg.model.gating and cfg.optim.lr == 0.002
+    assert Config.for_run(["env_id=Walker2d-v5"]) == (Config().with_overrides(["env_id=Walker2d-v5"]), None)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from slurm.collect import collect, format_table
-from slurm.submit import DEFAULT_PROFILE, Profile, ProfileError, parse_args, sbatch_script
+from slurm.submit import DEFAULT_PROFILE, Profile, ProfileError, parse_args, sbatch_script, training_config
 
 FIELDS = dict(partition="gpu", account="lab", qos=None, time=60, nodes=2, gpus_per_node=4, cpus_per_task=8,
               mem="64G", constraint=None, array_parallelism=8)
@@ -55,6 +55,23 @@ def test_sbatch_template(tmp_path):
                  "SEEDS=(0 1 2)"):
         assert line in text.splitlines(), line
     assert "-m aeon_trl.launch.job" in text and "env_id=Hopper-v5" in text and "--qos" not in text
+
+
+@pytest.mark.parametrize("argv", [["env_id=HalfCheetah-v5"], ["env_id=HalfCheetah-v5", "--no-preset"],
+                                  ["env_id=Hopper-v5", "gamma=0.99", "seed=3"]])
+def test_submit_trains_the_config_aeon_train_builds(argv):
+    """A cluster job gets the env's preset exactly as aeon-train does (and skips it with --no-preset)."""
+    from pipelines.train import build_config, parse_args as train_args
+    submitted = training_config(parse_args(argv))
+    assert submitted.to_dict() == build_config(train_args(argv))[0].to_dict()
+    assert submitted.model.gating is (argv == ["env_id=HalfCheetah-v5"])  # the HalfCheetah preset's gate
+
+
+def test_sbatch_template_passes_no_preset_to_the_job(tmp_path):
+    text = sbatch_script(Profile.from_dict(FIELDS), tmp_path, ["env_id=HalfCheetah-v5"], no_preset=True)
+    srun = next(line for line in text.splitlines() if line.startswith("srun"))
+    assert "-m aeon_trl.launch.job" in srun and "--no-preset" in srun
+    assert "--no-preset" not in sbatch_script(Profile.from_dict(FIELDS), tmp_path, ["env_id=HalfCheetah-v5"])
 
 
 def test_collect_summarises_and_lists_missing_runs(tmp_path):

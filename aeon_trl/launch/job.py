@@ -368,7 +368,8 @@ def _requeue_handler(job: TrainJob):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m aeon_trl.launch.job RUN_DIR [--config FILE] key=value ...``: the job in this process.
+    """``python -m aeon_trl.launch.job RUN_DIR [--config FILE] [--no-preset] key=value ...``: the job in this process,
+    with the config ``aeon-train`` would build from the same arguments (the env's preset included).
 
     Also what the sbatch template runs under ``srun`` (one process per task: data-parallel when several) and
     what ``torchrun --nproc_per_node=N -m aeon_trl.launch.job RUN_DIR ...`` runs. Inside a plain SLURM job it
@@ -378,9 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aeon_trl.launch.job", description=main.__doc__)
     parser.add_argument("run_dir")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
-    parser.add_argument("--config", help="YAML/JSON config file")
+    parser.add_argument("--config", help="YAML/JSON config file (replaces defaults + the env's preset)")
+    parser.add_argument("--no-preset", action="store_true", help="ignore the env's shipped preset")
     args = parser.parse_args(argv)
-    cfg = (Config.load(args.config) if args.config else Config()).with_overrides(args.overrides)
+    cfg = Config.for_run(args.overrides, args.config, preset=not args.no_preset)[0]
     job = TrainJob(cfg, args.run_dir)
     if os.environ.get("SLURM_JOB_ID") and not os.environ.get("SUBMITIT_FOLDER"):
         signal.signal(preemption_signal(), _requeue_handler(job))
