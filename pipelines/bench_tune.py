@@ -46,10 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from aeon_trl.config import preset_path
+    from aeon_trl.config import Config
     from aeon_trl.tuning import AutoTuner, TuningConfig
-    from pipelines.train import build_config
-    from pipelines.train import parse_args as train_args
     from pipelines.tune import members_table, plot
 
     tune_dir = OUT / "runs" / f"{args.name}-{args.env}"
@@ -67,7 +65,7 @@ def main(argv=None) -> int:
         return 0
     command = "python -m pipelines.bench_tune " + " ".join(argv if argv is not None else sys.argv[1:])
     # The base is what aeon-train (and so the from-scratch comparison below) runs: defaults + the env's preset.
-    base = build_config(train_args([f"env_id={args.env}", "env_threads=1", "torch_threads=1", "progress=false"]))[0]
+    base, preset = Config.for_run([f"env_id={args.env}", "env_threads=1", "torch_threads=1", "progress=false"])
     data = OmegaConf.merge(OmegaConf.load(args.tuning), OmegaConf.from_dotlist(args.set))
     tuning = TuningConfig.from_dict(OmegaConf.to_container(data, resolve=True), base)
     start = time.perf_counter()
@@ -104,7 +102,7 @@ def main(argv=None) -> int:
         "best_member_own_policy_eval": {"mean": float(np.mean(own)), "std": float(np.std(own)), "returns": own},
         "base_hparams": {k: getattr(base._section_of(k), k) for k in tuning.parameters},
         "from_scratch": summary, "history": state["history"], "notes": args.note,
-        "base_source": f"defaults + presets/{preset.name}" if (preset := preset_path(args.env)) else "defaults",
+        "base_source": f"defaults + presets/{preset.name}" if preset else "defaults",
     }
     (OUT / f"{args.name}.json").write_text(json.dumps(data, indent=1))
     write_section(data, members_table(state), args.name)

@@ -88,14 +88,12 @@ def finished_run(name: str, overrides: list[str], preset: bool = True) -> dict |
     """An earlier run in ``benchmarks/runs/<name>`` of exactly the config ``train_run(name, overrides, jobs=1,
     preset)`` would train, read as ``train_run`` returns it; None if there is none (reruns skip finished runs)."""
     from aeon_trl.config import Config
-    from pipelines.train import build_config, parse_args
     run_dir = OUT / "runs" / name
     results_file, history_file = run_dir / "results.json", run_dir / "history.json"
     if not (results_file.exists() and history_file.exists()):
         return None
     results = json.loads(results_file.read_text())
-    flags = [] if preset else ["--no-preset"]
-    expected = build_config(parse_args([*flags, *overrides, "progress=false", "--run-dir", str(run_dir)]))[0]
+    expected = Config.for_run([*overrides, "progress=false"], preset=preset)[0]
     if Config.from_dict(results.pop("config")).to_dict() != expected.to_dict():
         return None
     results["history"] = json.loads(history_file.read_text())
@@ -258,9 +256,8 @@ def throughput(args) -> dict:
     # The default stops an iteration's epochs early once the KL passes its target; this arm runs all 10.
     full = [train_run(f"throughput-10epochs-{i}", [*base, "kl_early_stop=false"], 1) for i in range(args.repeats)]
     train_sps = [r["steps_per_second"] for r in runs]
-    from pipelines.train import build_config, parse_args
-    cfg = build_config(parse_args([*base, "progress=false"]))[0]
-    preset = preset_path(cfg.env.env_id)
+    from aeon_trl.config import Config
+    cfg, preset = Config.for_run([*base, "progress=false"])  # what train_run's aeon-train builds
     setup = (f"{cfg.env.env_id}, defaults{f' + presets/{preset.name}' if preset else ''}: {cfg.env.num_envs} envs x "
              f"{cfg.train.steps_per_env} steps, minibatches of {cfg.train.batch_size}, up to {cfg.train.epochs} epochs")
     process_sps = [r["timesteps"] / r["process_wall_time"] for r in runs]
