@@ -234,7 +234,7 @@ def _tuning_yaml(tmp_path, **kw):
 
 
 def test_aeon_tune_refuses_bad_input_with_exit_code_2(tmp_path, capsys):
-    from pipelines.tune import main
+    from aeon_trl.cli.tune import main
     overrides = [f"{k}={v}" for k, v in TINY.items()]
     assert main(["--tuning", _tuning_yaml(tmp_path, population_size=1), "--tune-dir", str(tmp_path / "t"),
                  *overrides]) == 2
@@ -246,8 +246,8 @@ def test_aeon_tune_refuses_bad_input_with_exit_code_2(tmp_path, capsys):
 def test_aeon_tune_writes_table_plots_and_a_best_config_aeon_train_accepts(tmp_path, capsys):
     import argparse
 
-    from pipelines.train import build_config
-    from pipelines.tune import main
+    from aeon_trl.cli.train import build_config
+    from aeon_trl.cli.tune import main
     tune_dir = tmp_path / "t"
     assert main(["--tuning", _tuning_yaml(tmp_path), "--tune-dir", str(tune_dir), "--generations", "1", "--inline",
                  *[f"{k}={v}" for k, v in TINY.items()]]) == 0

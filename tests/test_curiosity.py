@@ -228,7 +228,7 @@ def test_store_runs_ppo_updates_from_a_hand_written_loop():
 
 
 def test_presets_switch_curiosity_on_and_the_no_curiosity_arm_keeps_the_rest():
-    from pipelines.train import build_config, parse_args
+    from aeon_trl.cli.train import build_config, parse_args
     for env_id in ("MountainCarContinuous-v0", SPARSE_HALF_CHEETAH):
         on, _, _ = build_config(parse_args([f"env_id={env_id}"]))
         off, _, _ = build_config(parse_args([f"env_id={env_id}", "curiosity=false"]))

@@ -29,7 +29,7 @@ import numpy as np
 
 from aeon_trl.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from aeon_trl.config import Config
-from aeon_trl.launch.job import BOOKKEEPING_KEYS, config_differences
+from aeon_trl.checkpoint import BOOKKEEPING_KEYS, config_differences
 from aeon_trl.trainer import NonFiniteError, Trainer
 from aeon_trl.tuning.space import TuningConfig, TuningError
 
