@@ -287,6 +287,15 @@ class Config:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def upgrade_dict(cls, saved: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """A saved config (a checkpoint's, a job folder's) in today's key names (``train.batch_size`` ->
+        ``train.minibatch_size``, ``curiosity.curiosity`` -> ``curiosity.enabled``), read without the deprecation
+        warnings: compare saved configs in this form."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return cls.from_dict(saved).to_dict()
+
     def changed_keys(self, other: "Config") -> list[str]:
         """The leaf names whose values differ between this config and ``other``, sorted."""
         mine, theirs = self.to_dict(), other.to_dict()
@@ -413,7 +422,7 @@ def _canonical(key: str, owner: Mapping[str, str], prefix: str = "") -> str:
         return key
     known = sorted(set(owner) | set(ALIASES) | set(SECTIONS) | set(DEPRECATED))
     hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    suggestion = DEPRECATED[hint[0]][0] if hint and hint[0] in DEPRECATED else ALIASES.get(hint[0], hint[0]) if hint else ""
+    suggestion = hint and (DEPRECATED[hint[0]][0] if hint[0] in DEPRECATED else ALIASES.get(hint[0], hint[0]))
     did_you_mean = f" Did you mean '{suggestion}'?" if hint else ""
     raise ConfigError(f"unknown config key '{prefix}{key}'.{did_you_mean} Known keys: {', '.join(sorted(owner))}")
 

@@ -206,3 +206,11 @@ def test_presets_use_the_current_names():
         text = path.read_text()
         assert "batch_size:" not in text.replace("minibatch_size:", "") and "curiosity: true" not in text, path
         Config.load(path)
+
+
+def test_upgrade_dict_reads_an_old_saved_config_in_todays_names(recwarn):
+    saved = Config().to_dict()
+    saved["train"]["batch_size"] = saved["train"].pop("minibatch_size")
+    saved["curiosity"]["curiosity"] = saved["curiosity"].pop("enabled")
+    assert Config.upgrade_dict(saved) == Config().to_dict()
+    assert not [w for w in recwarn if w.category is DeprecationWarning]

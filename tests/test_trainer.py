@@ -243,6 +243,12 @@ FEATURES = {**PLAIN, "curiosity": True, "prioritized": True, "priority_key": "td
 
 
 def test_a_trainer_without_features_has_no_plugins():
+    import inspect
+    import re
+
+    import aeon_trl.trainer
+    # the loop reads no feature's switch: build_plugins is the one place that does
+    assert not re.search(r"cfg\.(curiosity|demo|replay|shaping)\b", inspect.getsource(aeon_trl.trainer))
     trainer = Trainer(Config.from_dict(PLAIN))
     try:
         assert trainer.plugins == [] and trainer.plugin("curiosity") is None
@@ -284,7 +290,8 @@ def test_plugin_checkpoint_round_trips(tmp_path, legacy):
         assert other.frames_per_batch == state["plugins"]["dynamic_batch"]["frames_per_batch"]
         for k, v in state["plugins"]["curiosity"]["transform"].items():
             torch.testing.assert_close(again["curiosity"]["transform"][k], v)
-        assert again["curiosity"]["optimizer"]["state"].keys() == state["plugins"]["curiosity"]["optimizer"]["state"].keys()
+        saved_moments = state["plugins"]["curiosity"]["optimizer"]["state"]
+        assert again["curiosity"]["optimizer"]["state"].keys() == saved_moments.keys() and len(saved_moments) > 0
     finally:
         other.close()
 

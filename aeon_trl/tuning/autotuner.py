@@ -21,7 +21,6 @@ import math
 import multiprocessing
 import shutil
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,16 +48,9 @@ def reapply_hyperparameters(trainer, saved_config: Mapping[str, Any]) -> list[st
     by new/old; keys the trainer reads from its config, or built from it (gamma, epochs, minibatch_size, ...),
     take effect anyway.
     """
-    changed = sorted({k.split(".", 1)[1] for k in
-                      config_differences(_current(saved_config), trainer.cfg.to_dict(), BOOKKEEPING_KEYS | {"seed"})})
+    diffs = config_differences(Config.upgrade_dict(saved_config), trainer.cfg.to_dict(), BOOKKEEPING_KEYS | {"seed"})
+    changed = sorted({k.split(".", 1)[1] for k in diffs})
     return trainer.apply_hparams(trainer.cfg, changed)
-
-
-def _current(saved_config: Mapping[str, Any]) -> dict:
-    """A checkpoint's config in today's key names (e.g. ``train.batch_size`` -> ``train.minibatch_size``)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return Config.from_dict(saved_config).to_dict()
 
 
 @dataclass
@@ -294,7 +286,7 @@ class AutoTuner:
         if state is not None:
             saved = {"base_config": state["base_config"], "tuning": state["tuning"], "seed": state["seed"]}
             ident = json.loads(json.dumps(self._identity()))
-            diffs = config_differences(_current(saved["base_config"]), ident["base_config"])
+            diffs = config_differences(Config.upgrade_dict(saved["base_config"]), ident["base_config"])
             if diffs or saved["tuning"] != ident["tuning"] or saved["seed"] != ident["seed"]:
                 raise TuningError(f"{self.dir / STATE} belongs to a tuner with another base config, tuning config "
                                   f"or seed ({diffs or 'tuning/seed differ'}): resume with the same ones or "
