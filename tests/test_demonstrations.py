@@ -184,7 +184,7 @@ def test_record_demos_then_train_with_them(tmp_path):
         agent.train()
         assert "loss_demo" in trainer.history[-1] and trainer.history[-1]["demo_coef"] > 0
         assert len(seen) == 3 + 2 * 2  # 3 pre-training steps, then 2 iterations of 2 minibatches
-        mixed = trainer.demos.sample(16, trainer.buffer, demo_ratio=0.25)
+        mixed = trainer.plugin("demonstrations").demos.sample(16, trainer.buffer, demo_ratio=0.25)
         raw = mixed["observation"][mixed[IS_DEMO]].clone()
         metrics = agent.update_from_batch(mixed)
         assert {"loss_objective", "loss_demo"} <= set(metrics)
