@@ -112,7 +112,7 @@ def run_training(cfg: Config, run_dir: str | Path, *, resume: bool = False, call
     state = None
     if resume and (run_dir / CHECKPOINT).exists():
         state = load_checkpoint(run_dir / CHECKPOINT)
-        check_resumable(run_dir / CHECKPOINT, state["config"], rank_config(cfg, 0, world_size).to_dict(),
+        check_resumable(run_dir / CHECKPOINT, Config.upgrade_dict(state["config"]), rank_config(cfg, 0, world_size).to_dict(),
                         BOOKKEEPING_KEYS | frozenset(may_change))
     with _entered(cb.spawning() for cb in callbacks):
         trainer = Trainer(trained)  # before the folder: a bad env id must not leave an empty run folder behind

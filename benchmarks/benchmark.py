@@ -238,7 +238,7 @@ def collection_rate(overrides: list[str], frames: int = 16_384) -> float:
     """Frames/s of the real collector (policy + transforms) on one env path, after one warm-up batch."""
     from aeon_trl.config import Config
     from aeon_trl.trainer import Trainer
-    cfg = Config().with_overrides([*overrides, "steps_per_env=128", "batch_size=256", "progress=false"])
+    cfg = Config().with_overrides([*overrides, "steps_per_env=128", "minibatch_size=256", "progress=false"])
     trainer = Trainer(cfg)
     try:
         trainer.collect()
@@ -262,7 +262,7 @@ def throughput(args) -> dict:
     from aeon_trl.config import Config
     cfg, preset = Config.for_run([*base, "progress=false"])  # what train_run's aeon-train builds
     setup = (f"{cfg.env.env_id}, defaults{f' + presets/{preset.name}' if preset else ''}: {cfg.env.num_envs} envs x "
-             f"{cfg.train.steps_per_env} steps, minibatches of {cfg.train.batch_size}, up to {cfg.train.epochs} epochs")
+             f"{cfg.train.steps_per_env} steps, minibatches of {cfg.train.minibatch_size}, up to {cfg.train.epochs} epochs")
     process_sps = [r["timesteps"] / r["process_wall_time"] for r in runs]
     collect = [statistics.median(h["collect_fps"] for h in r["history"]) for r in runs]
     return {"training_config": setup, "raw_env_steps_per_second": raw, "collection_frames_per_second_by_env_path": paths,

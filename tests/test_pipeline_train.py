@@ -72,6 +72,20 @@ def test_resume_refuses_a_config_that_trains_differently(run_dir, tmp_path, caps
     assert load_checkpoint(resumed / "checkpoint.pt")["counters"]["frames"] == 256  # untouched
 
 
+def test_resume_reads_a_checkpoint_saved_under_the_old_key_names(run_dir, tmp_path):
+    """Checkpoints written before the minibatch_size / curiosity.enabled renames still resume."""
+    from aeon_trl.checkpoint import save_checkpoint
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run_dir, resumed)
+    state = load_checkpoint(resumed / "checkpoint.pt")
+    old = state["config"]
+    old["train"]["batch_size"] = old["train"].pop("minibatch_size")
+    old["curiosity"]["curiosity"] = old["curiosity"].pop("enabled")
+    save_checkpoint(state, resumed / "checkpoint.pt")
+    assert main(["--resume", str(resumed), "total_timesteps=384"]) == 0
+    assert load_checkpoint(resumed / "checkpoint.pt")["counters"]["frames"] == 384
+
+
 def test_unknown_key_exits_2_with_a_hint(tmp_path, capsys):
     assert main(["learnign_rate=1e-3", "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
