@@ -21,18 +21,17 @@ from torchrl.envs import EnvBase, ExplorationType, TransformedEnv, set_explorati
 from torchrl.objectives.value import GAE
 
 from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from aeon_trl import env_state
+from aeon_trl import _compat, env_state
+from aeon_trl._util import eval_seed, seed_everything
 from aeon_trl.config import Config
-from aeon_trl.data.demonstrations import IS_DEMO, DemonstrationBuffer
+from aeon_trl.data.demonstrations import DemonstrationBuffer
 from aeon_trl.data.prioritized import PPOPriority
-from aeon_trl.envs import (add_observation_statistics, env_dims, freeze_observation_statistics,
-                           load_normalization_state, make_base_env, make_env, normalization_state,
-                           normalize_observation)
+from aeon_trl.envs import ObsNorm, env_dims, make_base_env, make_env
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.optim.build import build_optimizer
 from aeon_trl.optim.schedules import (AdaptiveClipper, AdaptiveKLCoef, DynamicBatchSize, EntropyAnnealing,
-                                      KLAdaptiveLR, KLEarlyStop)
+                                      GeometricDecay, KLAdaptiveLR, KLEarlyStop)
 from aeon_trl.transforms.curiosity import CuriosityModule
 from aeon_trl.transforms.curriculum import find_curriculum
 
@@ -48,12 +47,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -72,8 +65,10 @@ class Trainer:
         if cfg.train.torch_threads:
             torch.set_num_threads(cfg.train.torch_threads)
         seed_everything(cfg.train.seed)
+        _compat.enable_from_any_fastpath()  # ~7% of an update; see its docstring
         self.device = resolve_device(cfg.train.device)
         self.env = env if env is not None else make_env(cfg)
+        self.obs_norm = ObsNorm.of(self.env)
         obs_dim, act_dim = env_dims(self.env)
         self.net = AdaptiveActorCritic.from_config(obs_dim, act_dim, cfg.model).to(self.device)
         self.actor, self.critic = make_ppo_operators(self.net)
@@ -90,6 +85,7 @@ class Trainer:
         self.kl_coef = AdaptiveKLCoef(init_value=p.kl_coef, kl_target=p.kl_target) if p.kl_coef > 0 else None
         end = p.entropy_coef_end if p.entropy_coef_end >= 0 else p.entropy_coef
         self.entropy = EntropyAnnealing(p.entropy_coef, end)
+        self.demo_coef = GeometricDecay(cfg.demo.demo_coef, cfg.demo.demo_coef_decay)
         self.early_stop = KLEarlyStop(p.kl_target if p.kl_early_stop else None)
         # ICM intrinsic reward on each collected batch, before GAE (its own loss and optimizer).
         self.curiosity = CuriosityModule.from_config(obs_dim, act_dim, cfg.curiosity, self.device) \
@@ -112,7 +108,7 @@ class Trainer:
         self.demos = DemonstrationBuffer.from_file(cfg.demo.demos, env=self.env, env_id=cfg.env.env_id) \
             if cfg.demo.demos else None
         if self.demos is not None and cfg.demo.demo_obs_stats:
-            add_observation_statistics(self.env, self.demos.transitions.get("observation"))
+            self.obs_norm.fold_in(self.demos.transitions.get(self.obs_norm.key))
         if self.demos is not None and cfg.ppo.critic_warmup == 0:
             warnings.warn("demonstrations with critic_warmup=0: the first PPO updates see the initial policy's "
                           "log-probs and an untrained critic's advantages, which can undo the cloned policy; "
@@ -120,10 +116,7 @@ class Trainer:
                           UserWarning, stacklevel=2)
         self.loss_keys = LOSS_KEYS + (("loss_demo",) if self.demos is not None else ())
         # The uniform buffer stores only what the loss reads: each minibatch then gathers ~7 tensors, not ~24.
-        keys = self.loss.tensor_keys
-        self.update_keys = list(dict.fromkeys([*self.actor.in_keys, *self.critic.in_keys, keys.action,
-                                               keys.sample_log_prob, keys.advantage, keys.value_target,
-                                               keys.value, keys.value_ensemble]))
+        self.update_keys = self.loss.minibatch_keys
         self._collector: Collector | None = None
         self._resumed_env: dict | None = None  # env-side state of a loaded checkpoint, applied by collect()
         self.frames = 0
@@ -164,16 +157,16 @@ class Trainer:
     def _restore_env(self, saved: dict) -> None:
         """After the collector's first reset: the checkpoint's statistics (that reset updated them), and where
         the simulators are in reach, the episodes in flight and the collector's carried TensorDict."""
-        load_normalization_state(self.env, saved["normalization"])
+        self.obs_norm.load_state_dict(saved["normalization"])
         if saved.get("simulators") is not None and env_state.in_reach(self.env):
             env_state.restore(self.env, saved["simulators"])
-            # torchrl has no public setter for the TensorDict a collector carries between batches
-            self._collector._carrier.update(TensorDict(saved["carrier"], batch_size=self.env.batch_size))
+            _compat.collector_carrier(self._collector).update(TensorDict(saved["carrier"], batch_size=self.env.batch_size))
 
     def _env_runtime(self) -> dict:
         """The simulators and the collector's carried TensorDict; the carrier is only of use with them."""
         simulators = env_state.capture(self.env) if self._collector is not None else None
-        carrier = self._collector._carrier.exclude("collector").to_dict() if simulators is not None else None
+        carrier = _compat.collector_carrier(self._collector).exclude("collector").to_dict() \
+            if simulators is not None else None
         return {"simulators": simulators, "carrier": carrier}
 
     # ---- update -------------------------------------------------------------------------
@@ -181,18 +174,19 @@ class Trainer:
         """A minibatch of the current on-policy batch, with demonstration rows mixed in when configured."""
         if self.demos is None:
             return self.buffer.sample()
-        return self.demos.sample(self.cfg.train.batch_size, self.buffer, self.cfg.demo.demo_ratio)
+        return self.demos.sample(self.cfg.train.batch_size, self.buffer, self.cfg.demo.demo_ratio,
+                                 is_demo_key=self.loss.tensor_keys.is_demo)
 
     def optimize_minibatch(self, minibatch: TensorDictBase, critic_only: bool = False) -> TensorDictBase:
         """One optimizer step of the loss on ``minibatch`` (of the critic's loss alone with ``critic_only``);
         demo rows (``is_demo``) hold RAW observations, normalized here with the current statistics. Returns
         the loss's output."""
-        is_demo = minibatch.get(IS_DEMO, None)
+        is_demo = minibatch.get(self.loss.tensor_keys.is_demo, None)
         if is_demo is not None:
             is_demo = is_demo.reshape(minibatch.shape).bool()
-            obs = minibatch.get("observation")
-            normalized = normalize_observation(self.env, obs[is_demo], self.cfg.env.obs_clip)
-            minibatch.set("observation", obs.masked_scatter(is_demo.unsqueeze(-1), normalized))
+            obs = minibatch.get(self.obs_norm.key)
+            normalized = self.obs_norm.normalize(obs[is_demo])
+            minibatch.set(self.obs_norm.key, obs.masked_scatter(is_demo.unsqueeze(-1), normalized))
         out = self.loss.critic_only(minibatch) if critic_only else self.loss(minibatch)
         keys = [k for k in self.loss_keys if k in out.keys()]
         total = sum(out.get(k) for k in keys)
@@ -216,7 +210,7 @@ class Trainer:
         progress = self.frames / self.total_timesteps
         self.loss.entropy_coeff.fill_(self.entropy.value(progress))
         if self.demos is not None:  # DAPG: behaviour-cloning initialization, then lambda_0 * lambda_1^k
-            self.loss.demo_coef.fill_(cfg.demo.demo_coef * cfg.demo.demo_coef_decay ** self.iteration)
+            self.loss.demo_coef.fill_(self.demo_coef.value(self.iteration))
             if self.iteration == 0:
                 self.pretrain_on_demos()
         lr = self.lr_schedule.anneal(progress)
@@ -264,7 +258,7 @@ class Trainer:
         metrics.update(lr=lr, epochs_run=epoch + 1, clip_epsilon=self.loss.clip_epsilon.item(),
                        kl_coef=self.loss.kl_coef.item(), entropy_coef=self.loss.entropy_coeff.item(),
                        demo_coef=self.loss.demo_coef.item(),
-                       value_std=batch.get("state_value_std").mean().item(), **curiosity_metrics)
+                       value_std=batch.get(self.loss.tensor_keys.value_std).mean().item(), **curiosity_metrics)
         return metrics
 
     def pretrain_on_demos(self) -> None:
@@ -273,9 +267,10 @@ class Trainer:
         soon as its own states arrive (measured: eval 130 instead of 2524 on Hopper-v5). The first batch's
         log-probs are then those of the initial policy, so use ``critic_warmup`` >= 1 with demonstrations."""
         for _ in range(self.cfg.demo.demo_pretrain_steps):
-            self.optimize_minibatch(self.demos.sample(self.cfg.train.batch_size, None))
+            self.optimize_minibatch(self.demos.sample(self.cfg.train.batch_size, None,
+                                                      is_demo_key=self.loss.tensor_keys.is_demo))
         if self.cfg.demo.demo_freeze_obs_stats:
-            freeze_observation_statistics(self.env)
+            self.obs_norm.freeze()
 
     def _adapt_to_kl(self, metrics: dict[str, float]) -> None:
         """The KL-driven schedules between updates: adaptive clip range and KL penalty."""
@@ -307,8 +302,7 @@ class Trainer:
         """Collect ``frames_per_batch`` frames from the next batch on, keeping the env and its episodes."""
         self.frames_per_batch = frames_per_batch
         if self._collector is not None:
-            # torchrl 0.14's Collector has no public resize; this is its own constructor's setter.
-            self._collector._setup_frames_per_batch(frames_per_batch)
+            _compat.set_collector_frames_per_batch(self._collector, frames_per_batch)
 
     # ---- the loop -----------------------------------------------------------------------
     def train(self, total_timesteps: int | None = None,
@@ -363,10 +357,10 @@ class Trainer:
             return self._evaluate(n_episodes, deterministic, seed)
 
     def _evaluate(self, n_episodes: int, deterministic: bool, seed: int | None) -> list[float]:
-        eval_seed = self.cfg.train.seed + 1_000_003 if seed is None else seed
-        env = make_env(self.cfg, num_envs=n_episodes, base_env=self.eval_env_fn(n_episodes, eval_seed))
+        seed = eval_seed(self.cfg.train.seed) if seed is None else seed
+        env = make_env(self.cfg, num_envs=n_episodes, base_env=self.eval_env_fn(n_episodes, seed))
         try:
-            load_normalization_state(env, normalization_state(self.env), freeze=True)
+            ObsNorm.of(env).load_state_dict(self.obs_norm.state_dict(), freeze=True)
             curriculum = find_curriculum(env)
             if curriculum is not None:  # a curriculum is a means: evaluation is on its hardest level
                 curriculum.curriculum.level, curriculum.frozen = curriculum.curriculum.num_levels - 1, True
@@ -388,7 +382,7 @@ class Trainer:
                 "clipper": self.clipper.state_dict() if self.clipper else {},
                 "kl_coef": self.kl_coef.state_dict() if self.kl_coef else {},
             },
-            "normalization": normalization_state(self.env),
+            "normalization": self.obs_norm.state_dict(),
             "env_runtime": self._env_runtime(),
             "curiosity": self.curiosity.state_dict() if self.curiosity else {},
             "counters": {"frames": self.frames, "iteration": self.iteration},
@@ -420,9 +414,9 @@ class Trainer:
             self.clipper.load_state_dict(sched["clipper"])
         if self.kl_coef and sched["kl_coef"]:
             self.kl_coef.load_state_dict(sched["kl_coef"])
-        load_normalization_state(self.env, state["normalization"])
+        self.obs_norm.load_state_dict(state["normalization"])
         if self.demos is not None and self.cfg.demo.demo_freeze_obs_stats and state["counters"]["iteration"] > 0:
-            freeze_observation_statistics(self.env)  # as pretrain_on_demos() left them
+            self.obs_norm.freeze()  # as pretrain_on_demos() left them
         self._resumed_env = {"normalization": state["normalization"], **state.get("env_runtime", {})}
         if self.curiosity and state.get("curiosity"):
             self.curiosity.load_state_dict(state["curiosity"])
