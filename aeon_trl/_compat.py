@@ -10,7 +10,8 @@ What counts as a private touch, and what does not:
 - Not private (the normal extension API, left in their classes): overriding the protected hooks TorchRL and
   torch document for subclassing: ``Transform._apply_transform/_call/_step/_reset/transform_*_spec``,
   ``EnvBase._step/_reset/_set_seed``, ``LossModule``'s key declaration (``_AcceptedKeys``, ``default_keys``,
-  ``_forward_value_estimator_keys``, ``_set_in_keys``), its reduction hook ``_reduce_loss(loss, td, weights=)``
+  ``_forward_value_estimator_keys``, ``_set_in_keys``, and an ``out_keys`` property cached in ``_out_keys``, as
+  ``ClipPPOLoss`` declares its own), its reduction hook ``_reduce_loss(loss, td, weights=)``
   and ``PPOLoss._get_cur_log_prob`` (torchrl's own error message tells subclasses to override it), and
   ``torch.nn.Module._load_from_state_dict``. Calling ``super()`` from such an override is part of it.
 - Private, but by necessity a method override (a subclass cannot route it through a function): overrides of
