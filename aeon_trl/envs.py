@@ -124,12 +124,6 @@ def make_env(cfg: Config, num_envs: int | None = None, seed: int | None = None,
     return TransformedEnv(base, Compose(*transforms))
 
 
-def normalize_observation(env: TransformedEnv, obs: torch.Tensor, clip: float | None = None) -> torch.Tensor:
-    """``ObsNorm.of(env).normalize(obs)`` (the clip is the env's own, ``clip`` is ignored); kept only for
-    ``pipelines/record_demos.py`` until it calls ``ObsNorm`` itself."""
-    return ObsNorm.of(env).normalize(obs)
-
-
 def env_dims(env: EnvBase) -> tuple[int, int]:
     return int(np.prod(env.observation_spec["observation"].shape[len(env.batch_size):])), \
         int(np.prod(env.action_spec.shape[len(env.batch_size):]))
