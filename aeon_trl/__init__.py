@@ -1,15 +1,10 @@
 """aeon_trl: advanced PPO for continuous control, composed from TorchRL / TensorDict components."""
-from aeon_trl import _tensordict_fastpath
-
-_tensordict_fastpath.install()
-
-# isort: split
 from aeon_trl.checkpoint import CheckpointError
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.data.dataset import ExperienceDataset
 from aeon_trl.data.demonstrations import DemonstrationBuffer, DemonstrationError
 from aeon_trl.distill import DistillConfig, Distiller
-from aeon_trl.envs import make_env
+from aeon_trl.envs import ObsNorm, make_env
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.normalize import adaptive_normalize
 from aeon_trl.objectives.distill import DistillationLoss
@@ -31,6 +26,6 @@ __all__ = [
     "AdaptiveActorCritic", "AdaptiveClipper", "AdvancedClipPPOLoss", "AdvancedPPO", "AutoTuner", "CheckpointError",
     "Config", "ConfigError", "CuriosityModule", "CuriosityTransform", "Curriculum", "DemonstrationBuffer",
     "DemonstrationError", "DistillConfig", "DistillationLoss", "Distiller", "DynamicBatchSize", "ExperienceDataset",
-    "Lamb", "Lars", "Lookahead", "NonFiniteError", "SpeedCurriculum", "Trainer", "TuningError",
+    "Lamb", "Lars", "Lookahead", "NonFiniteError", "ObsNorm", "SpeedCurriculum", "Trainer", "TuningError",
     "adaptive_normalize", "compute_gae", "make_env", "make_ppo_operators",
 ]

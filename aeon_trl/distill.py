@@ -28,15 +28,16 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
 from torchrl.data import LazyTensorStorage, RandomSampler, ReplayBuffer
-from torchrl.envs import ExplorationType, VecNormV2, set_exploration_type
+from torchrl.envs import ExplorationType, set_exploration_type
 
 from aeon_trl.config import Config, ConfigError
+from aeon_trl._util import eval_seed, seed_everything
 from aeon_trl.envs import env_dims, make_base_env, make_env
 from aeon_trl.modules.actor_critic import ACTIVATIONS, gaussian_actor
 from aeon_trl.modules.student import DeterministicAction, FrozenObsNorm, RawObsPolicy, count_parameters, make_student
 from aeon_trl.objectives.distill import LOSS_TYPES, DistillationLoss
 from aeon_trl.ppo import AdvancedPPO
-from aeon_trl.trainer import episode_limit, rollout_returns, seed_everything
+from aeon_trl.trainer import episode_limit, rollout_returns
 
 TEACHER_LABELS = ("teacher_loc", "teacher_scale")
 
@@ -96,11 +97,7 @@ def load_teacher(checkpoint: str | Path) -> AdvancedPPO:
 
 def frozen_obs_norm(agent: AdvancedPPO) -> FrozenObsNorm:
     """The teacher's observation normalization (its env's ``VecNormV2`` statistics and clip), frozen."""
-    obs_dim, _ = env_dims(agent.trainer.env)
-    for t in agent.trainer.env.transform:
-        if isinstance(t, VecNormV2) and t.initialized:
-            return FrozenObsNorm(t.loc["observation"], t.scale["observation"], agent.config.env.obs_clip)
-    return FrozenObsNorm.identity(obs_dim)
+    return agent.trainer.obs_norm.export()
 
 
 class Distiller:
@@ -193,7 +190,7 @@ class Distiller:
         n = self.config.eval_episodes if n_episodes is None else n_episodes
         if n <= 0:
             return []
-        seed = self.teacher_config.train.seed + 1_000_003 if seed is None else seed
+        seed = eval_seed(self.teacher_config.train.seed) if seed is None else seed
         env = make_env(self.env_config, num_envs=n, base_env=make_base_env(self.env_config, n, seed, serial=True))
         try:
             return rollout_returns(env, gaussian_actor(policy), episode_limit(self.env_config), deterministic=True)

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torchrl.envs import EnvBase, GymEnv, SerialEnv, TransformedEnv
 
+from aeon_trl import _compat
+
 _SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
 
 
@@ -34,12 +36,12 @@ def _gym_envs(env: EnvBase) -> list[gym.Env] | None:
     if isinstance(base, SerialEnv):
         if base.is_closed:
             return None
-        subs = list(base._envs)  # torchrl has no public accessor for a SerialEnv's envs
+        subs = _compat.serial_env_workers(base)
     else:
         subs = [base]
-    if not all(isinstance(s, GymEnv) and isinstance(s._env, gym.Env) for s in subs):
+    if not all(isinstance(s, GymEnv) and isinstance(_compat.gym_env_of(s), gym.Env) for s in subs):
         return None  # envpool, a gymnasium vector env, or a user's own env
-    envs = [s._env for s in subs]
+    envs = [_compat.gym_env_of(s) for s in subs]
     return envs if all(hasattr(e.unwrapped, "data") for e in envs) else None
 
 
@@ -71,12 +73,13 @@ def capture(env: EnvBase) -> dict | None:
         limit = _time_limit(e)
         states.append({
             "mujoco": torch.from_numpy(buf),
-            "elapsed_steps": int(limit._elapsed_steps or 0) if limit is not None else 0,
+            "elapsed_steps": _compat.time_limit_elapsed(limit) if limit is not None else 0,
             # PCG64's 128-bit integers as JSON text: checkpoints are loaded with weights_only=True
             "np_random": json.dumps(u.np_random.bit_generator.state),
         })
     base = _base(env)
-    buffers = base.shared_tensordict_parent.to_dict() if isinstance(base, SerialEnv) and base._use_buffers else None
+    buffers = base.shared_tensordict_parent.to_dict() \
+        if isinstance(base, SerialEnv) and _compat.serial_env_uses_buffers(base) else None
     return {"envs": states, "serial_buffers": buffers}
 
 
@@ -97,7 +100,7 @@ def restore(env: EnvBase, snapshot: dict) -> None:
         mujoco.mj_setState(u.model, u.data, buf, _SPEC)  # mj_step recomputes every derived quantity from it
         limit = _time_limit(e)
         if limit is not None:
-            limit._elapsed_steps = s["elapsed_steps"]
+            _compat.set_time_limit_elapsed(limit, s["elapsed_steps"])
         u.np_random.bit_generator.state = json.loads(s["np_random"])
     base = _base(env)
     if snapshot["serial_buffers"] is not None and isinstance(base, SerialEnv):

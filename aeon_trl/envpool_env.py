@@ -33,9 +33,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
+
+from aeon_trl import _compat
 
 __all__ = ["EnvPoolEnv", "envpool_supports"]
 
@@ -183,23 +185,20 @@ class EnvPoolEnv(EnvBase):
         )
 
     def _setup_fast_path(self) -> None:
-        """Full-batch steps call envpool's ``_send``/``_recv`` directly: its public
-        ``step`` spends ~60 us/step in Python (action dict, ``astype`` copy,
-        ``config`` dict rebuilt per call, optree unflatten of the info).
-        Falls back to ``pool.step`` if the layout is not the one this was written for."""
+        """Full-batch steps use envpool's raw ``send``/``recv`` (``_compat.envpool_raw_step``) when the pool has
+        the layout this was written for, else ``pool.step``."""
         pool = self._pool
-        act_keys = list(getattr(pool, "_action_keys", ()))
-        state_keys = list(getattr(pool, "_state_keys", ()))
+        raw_step = _compat.envpool_raw_step(pool)
+        _, state_keys = _compat.envpool_raw_layout(pool)
         needed = ("obs", "reward", "done", "trunc")
-        self._fast = act_keys == ["env_id", "players.env_id", "action"] and all(
-            k in state_keys for k in needed
-        )
+        self._fast = raw_step is not None and all(k in state_keys for k in needed)
         if self._fast:
+            self._pool_send, self._pool_recv = raw_step
             self._i_obs, self._i_rew, self._i_done, self._i_trunc = (
                 state_keys.index(k) for k in needed
             )
-            act_dtype = np.dtype(pool.spec._action_spec[-1][0])
-            # Safe to reuse: in sync mode _recv returns only after every env consumed it.
+            act_dtype = np.dtype(_compat.envpool_action_dtype(pool))
+            # Safe to reuse: in sync mode recv returns only after every env consumed it.
             self._act_buf = np.zeros(
                 (self.num_envs, *pool.action_space.shape), dtype=act_dtype
             )
@@ -209,7 +208,7 @@ class EnvPoolEnv(EnvBase):
     def last_info(self) -> dict[str, Any] | None:
         rt = self._rt
         if rt.info is None and rt.raw is not None:
-            rt.info = self._pool._to(rt.raw, rt.raw_is_reset, True)[-1]
+            rt.info = _compat.envpool_info(self._pool, rt.raw, rt.raw_is_reset)
         return rt.info
 
     # ------------------------------------------------------------------ helpers
@@ -245,7 +244,7 @@ class EnvPoolEnv(EnvBase):
         if reward.dtype != np.float32:
             reward = reward.astype(np.float32)
         rt.obs = obs_t = self._to_torch(self._obs_np(obs))
-        return TensorDict._new_unsafe(
+        return _compat.unchecked_tensordict(
             {
                 "observation": obs_t,
                 "reward": self._to_torch(reward.reshape(n, 1)),
@@ -272,8 +271,8 @@ class EnvPoolEnv(EnvBase):
             self._raise_pending(np.flatnonzero(rt.pending))
         if self._fast:
             np.copyto(self._act_buf, action.numpy())  # casts float32 -> float64
-            self._pool._send(self._send_args)
-            raw = self._pool._recv()
+            self._pool_send(self._send_args)
+            raw = self._pool_recv()
             rt.raw, rt.raw_is_reset, rt.info = raw, False, None
             done, truncated = raw[self._i_done], raw[self._i_trunc]
             terminated = done & ~truncated  # as envpool's gymnasium adapter does
@@ -337,7 +336,7 @@ class EnvPoolEnv(EnvBase):
         rt.any_pending = bool(rt.pending.any())
         rt.obs = obs_t = self._to_torch(obs)
         zeros = functools.partial(torch.zeros, n, 1, dtype=torch.bool, device=self.device)
-        return TensorDict._new_unsafe(
+        return _compat.unchecked_tensordict(
             {"observation": obs_t, "done": zeros(), "terminated": zeros(), "truncated": zeros()},
             batch_size=self.batch_size,
             device=self.device,

@@ -11,8 +11,6 @@ unclipped Gaussian sample is what the loss sees, the env gets the clipped one).
 """
 from __future__ import annotations
 
-import copy
-import difflib
 import functools
 import importlib.util
 import os
@@ -21,16 +19,14 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import torch
-from tensordict import TensorDict
 from torchrl.envs import (ClipTransform, Compose, DoubleToFloat, EnvBase, GymEnv, RewardSum, SerialEnv,
-                          ParallelEnv, StepCounter, TransformedEnv, VecNormV2)
+                          ParallelEnv, StepCounter, TransformedEnv)
 
+from aeon_trl._util import did_you_mean
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.transforms.curriculum import make_curriculum_transform
-from aeon_trl.transforms.obs_norm import SafeVecNorm
+from aeon_trl.transforms.obs_norm import OBS_NORM, REWARD_NORM, ObsNorm, SafeVecNorm  # noqa: F401
 from aeon_trl.transforms.reward import ReturnScaling
-
-OBS_NORM, REWARD_NORM = "obs_norm", "reward_norm"
 
 
 def check_env_id(env_id: str) -> gym.spaces.Box:
@@ -38,10 +34,8 @@ def check_env_id(env_id: str) -> gym.spaces.Box:
     try:
         spec = gym.spec(env_id)
     except gym.error.Error:
-        hint = difflib.get_close_matches(env_id, list(gym.envs.registry), n=1)
-        did_you_mean = f" Did you mean '{hint[0]}'?" if hint else ""
-        raise ConfigError(f"unknown env id '{env_id}'.{did_you_mean} Any gymnasium id with a Box "
-                          "action space works, e.g. HalfCheetah-v5, Hopper-v5, Pendulum-v1.") from None
+        raise ConfigError(f"unknown env id '{env_id}'.{did_you_mean(env_id, gym.envs.registry)} Any gymnasium id "
+                          "with a Box action space works, e.g. HalfCheetah-v5, Hopper-v5, Pendulum-v1.") from None
     env = spec.make()
     try:
         space = env.action_space
@@ -128,69 +122,6 @@ def make_env(cfg: Config, num_envs: int | None = None, seed: int | None = None,
     transforms.append(ClipTransform(in_keys_inv=["action"], low=low.flatten()[0].item(),
                                     high=high.flatten()[0].item()))
     return TransformedEnv(base, Compose(*transforms))
-
-
-def normalization_state(env: TransformedEnv) -> dict:
-    """The running statistics of the obs/reward normalizers, for checkpoints and eval envs."""
-    state = {}
-    for t in env.transform:
-        if isinstance(t, VecNormV2):
-            state[OBS_NORM] = t.state_dict()
-        elif isinstance(t, ReturnScaling):
-            state[REWARD_NORM] = t.state_dict()
-    return state
-
-
-def load_normalization_state(env: TransformedEnv, state: dict, freeze: bool = False) -> None:
-    """Copy statistics saved by ``normalization_state``; ``freeze`` for evaluation, where the
-    statistics must stay those the policy was trained with."""
-    for t in env.transform:
-        key = OBS_NORM if isinstance(t, VecNormV2) else REWARD_NORM if isinstance(t, ReturnScaling) else None
-        if key is None:
-            continue
-        if key in state:
-            if isinstance(t, VecNormV2) and not t.initialized:
-                _init_vecnorm(t, env)
-            # VecNormV2 adopts the given tensors as its statistics and updates them in place: copy, so the
-            # source (a checkpoint, the training env's live statistics) stays as it is
-            t.load_state_dict(copy.deepcopy(state[key]))
-        if freeze:
-            t.freeze()
-
-
-def freeze_observation_statistics(env: TransformedEnv) -> None:
-    """Stop updating the running obs statistics (a policy cloned from demonstrations is a function of the
-    normalized observation: statistics that drift with its own early states change what it does)."""
-    for t in env.transform:
-        if isinstance(t, VecNormV2):
-            t.freeze()
-
-
-def _init_vecnorm(t: VecNormV2, env: TransformedEnv) -> None:
-    """VecNormV2 creates its buffers lazily on the first data; run one reset to create them."""
-    frozen = t.frozen
-    t.unfreeze()
-    env.reset()
-    if frozen:
-        t.freeze()
-
-
-def normalize_observation(env: TransformedEnv, obs: torch.Tensor, clip: float) -> torch.Tensor:
-    """Raw observations as the policy sees them: the env's current obs normalization and clip (identity
-    before the statistics exist or when ``norm_obs`` is off)."""
-    for t in env.transform:
-        if isinstance(t, VecNormV2) and t.initialized:
-            return ((obs - t.loc["observation"].to(obs)) / t.scale["observation"].to(obs)).clamp(-clip, clip)
-    return obs
-
-
-def add_observation_statistics(env: TransformedEnv, obs: torch.Tensor) -> None:
-    """Fold observations that did not come through the env (e.g. demonstrations) into its running obs statistics."""
-    for t in env.transform:
-        if isinstance(t, VecNormV2):
-            if not t.initialized:
-                _init_vecnorm(t, env)
-            t._stateful_update(TensorDict({"observation": obs.to(torch.float32)}, batch_size=obs.shape[:1]))
 
 
 def env_dims(env: EnvBase) -> tuple[int, int]:

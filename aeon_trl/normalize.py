@@ -17,9 +17,19 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-__all__ = ["adaptive_normalize"]
+__all__ = ["adaptive_normalize", "standardize"]
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+def standardize(x: ArrayT, loc, scale, clip: float | None = None) -> ArrayT:
+    """``clip((x - loc) / scale, -clip, clip)``: the one observation-normalization formula. Every user
+    (``SafeVecNorm``, ``ObsNorm.normalize``, ``FrozenObsNorm``, ``adaptive_normalize``) brings its own ``scale``
+    (``sqrt(E[x^2] - E[x]^2)`` clamped at eps for VecNorm statistics, ``sqrt(var + eps)`` for given ones)."""
+    out = (x - loc) / scale
+    if clip is None:
+        return out
+    return out.clamp(-clip, clip) if isinstance(out, torch.Tensor) else np.clip(out, -clip, clip)
 
 
 def adaptive_normalize(
@@ -42,8 +52,7 @@ def adaptive_normalize(
         x = state.to(dtype)
         mean_t = torch.as_tensor(mean, dtype=dtype, device=state.device)
         var_t = torch.as_tensor(var, dtype=dtype, device=state.device)
-        out = (x - mean_t) / torch.sqrt(var_t + eps)
-        return out if clip is None else out.clamp(-clip, clip)
+        return standardize(x, mean_t, torch.sqrt(var_t + eps), clip)
     if isinstance(mean, torch.Tensor):
         mean = mean.detach().cpu().numpy()
     if isinstance(var, torch.Tensor):
@@ -51,7 +60,5 @@ def adaptive_normalize(
     x = np.asarray(state)
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
     x = x.astype(dtype, copy=False)
-    out = (x - np.asarray(mean, dtype=dtype)) / np.sqrt(np.asarray(var, dtype=dtype) + dtype.type(eps))
-    if clip is not None:
-        out = np.clip(out, -clip, clip)
+    out = standardize(x, np.asarray(mean, dtype=dtype), np.sqrt(np.asarray(var, dtype=dtype) + dtype.type(eps)), clip)
     return out.astype(dtype, copy=False)

@@ -23,7 +23,7 @@ from torchrl.envs import EnvBase, ExplorationType, GymWrapper, SerialEnv, set_ex
 
 from aeon_trl.checkpoint import load_checkpoint
 from aeon_trl.config import Config, ConfigError
-from aeon_trl.envs import make_env, normalize_observation
+from aeon_trl.envs import make_env
 from aeon_trl.trainer import Trainer
 
 
@@ -126,7 +126,7 @@ class AdvancedPPO:
                            "next": {"observation": next_obs, "reward": reward, "done": done | truncated,
                                     "terminated": done & ~truncated, "truncated": truncated}}, batch_size=[n])
         # The log-prob under the policy that acted: the policy changes only between batches.
-        step.set("action_log_prob", self.trainer.actor.get_dist(step).log_prob(action))
+        step.set(self.trainer.loss.tensor_keys.sample_log_prob, self.trainer.actor.get_dist(step).log_prob(action))
         if self._stored is None or self._stored_returns.shape[0] != n:
             self._stored, self._stored_returns = [], torch.zeros(n, device=self.trainer.device)
         self._stored.append(step)
@@ -145,7 +145,7 @@ class AdvancedPPO:
         return self._normalize(obs.reshape(-1, obs.shape[-1]))
 
     def _normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        return normalize_observation(self.trainer.env, obs, self.config.env.obs_clip)
+        return self.trainer.obs_norm.normalize(obs)
 
     def update_from_batch(self, batch: TensorDictBase) -> dict[str, float]:
         """One gradient step of the loss on a minibatch: PPO terms on its agent rows (as collected: normalized

@@ -23,11 +23,10 @@ from torchrl.envs import EnvBase, ExplorationType, TransformedEnv, set_explorati
 from torchrl.objectives.value import GAE
 
 from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from aeon_trl import env_state
+from aeon_trl import _compat, env_state
+from aeon_trl._util import eval_seed, seed_everything
 from aeon_trl.config import Config, ConfigError
-from aeon_trl.data.demonstrations import IS_DEMO
-from aeon_trl.envs import (env_dims, load_normalization_state, make_base_env, make_env, normalization_state,
-                           normalize_observation)
+from aeon_trl.envs import ObsNorm, env_dims, make_base_env, make_env
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.optim.build import build_optimizer
@@ -54,12 +53,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class Trainer:
     """Owns the env, networks, loss, optimizer and schedules of one PPO run."""
 
@@ -76,8 +69,10 @@ class Trainer:
         if cfg.train.torch_threads:
             torch.set_num_threads(cfg.train.torch_threads)
         seed_everything(cfg.train.seed)
+        _compat.enable_from_any_fastpath()  # ~7% of an update; see its docstring
         self.device = resolve_device(cfg.train.device)
         self.env = env if env is not None else make_env(cfg)
+        self.obs_norm = ObsNorm.of(self.env)
         obs_dim, act_dim = env_dims(self.env)
         self.net = AdaptiveActorCritic.from_config(obs_dim, act_dim, cfg.model).to(self.device)
         self.actor, self.critic = make_ppo_operators(self.net)
@@ -96,10 +91,7 @@ class Trainer:
         self.entropy = EntropyAnnealing(p.entropy_coef, end)
         self.early_stop = KLEarlyStop(p.kl_target if p.kl_early_stop else None)
         # The uniform buffer stores only what the loss reads: each minibatch then gathers ~7 tensors, not ~24.
-        keys = self.loss.tensor_keys
-        self.update_keys = list(dict.fromkeys([*self.actor.in_keys, *self.critic.in_keys, keys.action,
-                                               keys.sample_log_prob, keys.advantage, keys.value_target,
-                                               keys.value, keys.value_ensemble]))
+        self.update_keys = self.loss.minibatch_keys
         self._collector: Collector | None = None
         self._resumed_env: dict | None = None  # env-side state of a loaded checkpoint, applied by collect()
         self.frames = 0
@@ -164,16 +156,17 @@ class Trainer:
     def _restore_env(self, saved: dict) -> None:
         """After the collector's first reset: the checkpoint's statistics (that reset updated them), and where
         the simulators are in reach, the episodes in flight and the collector's carried TensorDict."""
-        load_normalization_state(self.env, saved["normalization"])
+        self.obs_norm.load_state_dict(saved["normalization"])
         if saved.get("simulators") is not None and env_state.in_reach(self.env):
             env_state.restore(self.env, saved["simulators"])
-            # torchrl has no public setter for the TensorDict a collector carries between batches
-            self._collector._carrier.update(TensorDict(saved["carrier"], batch_size=self.env.batch_size))
+            carrier = _compat.collector_carrier(self._collector)
+            carrier.update(TensorDict(saved["carrier"], batch_size=self.env.batch_size))
 
     def _env_runtime(self) -> dict:
         """The simulators and the collector's carried TensorDict; the carrier is only of use with them."""
         simulators = env_state.capture(self.env) if self._collector is not None else None
-        carrier = self._collector._carrier.exclude("collector").to_dict() if simulators is not None else None
+        carrier = _compat.collector_carrier(self._collector).exclude("collector").to_dict() \
+            if simulators is not None else None
         return {"simulators": simulators, "carrier": carrier}
 
     # ---- update -------------------------------------------------------------------------
@@ -189,12 +182,12 @@ class Trainer:
         """One optimizer step of the loss on ``minibatch`` (of the critic's loss alone with ``critic_only``);
         demo rows (``is_demo``) hold RAW observations, normalized here with the current statistics. Returns
         the loss's output."""
-        is_demo = minibatch.get(IS_DEMO, None)
+        is_demo = minibatch.get(self.loss.tensor_keys.is_demo, None)
         if is_demo is not None:
             is_demo = is_demo.reshape(minibatch.shape).bool()
-            obs = minibatch.get("observation")
-            normalized = normalize_observation(self.env, obs[is_demo], self.cfg.env.obs_clip)
-            minibatch.set("observation", obs.masked_scatter(is_demo.unsqueeze(-1), normalized))
+            obs = minibatch.get(self.obs_norm.key)
+            normalized = self.obs_norm.normalize(obs[is_demo])
+            minibatch.set(self.obs_norm.key, obs.masked_scatter(is_demo.unsqueeze(-1), normalized))
         out = self.loss.critic_only(minibatch) if critic_only else self.loss(minibatch)
         keys = [k for k in self.loss_keys if k in out.keys()]
         total = sum(out.get(k) for k in keys)
@@ -266,7 +259,7 @@ class Trainer:
         metrics.update(lr=lr, epochs_run=epoch + 1, clip_epsilon=self.loss.clip_epsilon.item(),
                        kl_coef=self.loss.kl_coef.item(), entropy_coef=self.loss.entropy_coeff.item(),
                        demo_coef=self.loss.demo_coef.item(),
-                       value_std=batch.get("state_value_std").mean().item(), **plugin_metrics)
+                       value_std=batch.get(self.loss.tensor_keys.value_std).mean().item(), **plugin_metrics)
         return metrics
 
     def _adapt_to_kl(self, metrics: dict[str, float]) -> None:
@@ -291,8 +284,7 @@ class Trainer:
         """Collect ``frames_per_batch`` frames from the next batch on, keeping the env and its episodes."""
         self.frames_per_batch = frames_per_batch
         if self._collector is not None:
-            # torchrl 0.14's Collector has no public resize; this is its own constructor's setter.
-            self._collector._setup_frames_per_batch(frames_per_batch)
+            _compat.set_collector_frames_per_batch(self._collector, frames_per_batch)
 
     # ---- hyperparameters ----------------------------------------------------------------
     def apply_hparams(self, cfg: Config, changed: Iterable[str] | None = None) -> list[str]:
@@ -435,10 +427,10 @@ class Trainer:
             return self._evaluate(n_episodes, deterministic, seed)
 
     def _evaluate(self, n_episodes: int, deterministic: bool, seed: int | None) -> list[float]:
-        eval_seed = self.cfg.train.seed + 1_000_003 if seed is None else seed
-        env = make_env(self.cfg, num_envs=n_episodes, base_env=self.eval_env_fn(n_episodes, eval_seed))
+        seed = eval_seed(self.cfg.train.seed) if seed is None else seed
+        env = make_env(self.cfg, num_envs=n_episodes, base_env=self.eval_env_fn(n_episodes, seed))
         try:
-            load_normalization_state(env, normalization_state(self.env), freeze=True)
+            ObsNorm.of(env).load_state_dict(self.obs_norm.state_dict(), freeze=True)
             evaluate_on_hardest_level(env)  # a curriculum is a means: evaluation is on its hardest level
             return rollout_returns(env, self.actor, episode_limit(self.cfg), deterministic)
         finally:
@@ -458,7 +450,7 @@ class Trainer:
                 "clipper": self.clipper.state_dict() if self.clipper else {},
                 "kl_coef": self.kl_coef.state_dict() if self.kl_coef else {},
             },
-            "normalization": normalization_state(self.env),
+            "normalization": self.obs_norm.state_dict(),
             "env_runtime": self._env_runtime(),
             "counters": {"frames": self.frames, "iteration": self.iteration},
             "plugins": {plugin.name: plugin.state_dict() for plugin in self.plugins},
@@ -487,7 +479,7 @@ class Trainer:
             self.clipper.load_state_dict(sched["clipper"])
         if self.kl_coef and sched["kl_coef"]:
             self.kl_coef.load_state_dict(sched["kl_coef"])
-        load_normalization_state(self.env, state["normalization"])
+        self.obs_norm.load_state_dict(state["normalization"])
         self._resumed_env = {"normalization": state["normalization"], **state.get("env_runtime", {})}
         self.frames = state["counters"]["frames"]
         self.iteration = state["counters"]["iteration"]

@@ -6,7 +6,7 @@ from torchrl.data import LazyTensorStorage, ReplayBuffer
 
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.data.demonstrations import IS_DEMO, DemonstrationBuffer, DemonstrationError
-from aeon_trl.envs import make_env, normalize_observation
+from aeon_trl.envs import make_env
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.ppo import AdvancedPPO
@@ -190,7 +190,7 @@ def test_record_demos_then_train_with_them(tmp_path):
         assert {"loss_objective", "loss_demo"} <= set(metrics)
         given = seen[-1]
         torch.testing.assert_close(given["observation"][given[IS_DEMO]],
-                                   normalize_observation(trainer.env, raw, trainer.cfg.env.obs_clip))
+                                   trainer.obs_norm.normalize(raw))
         assert not torch.allclose(given["observation"][given[IS_DEMO]], raw)
     finally:
         agent.close()

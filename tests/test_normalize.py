@@ -42,3 +42,12 @@ def test_numpy_float32_state_stays_float32_and_ints_become_float():
     pixels = adaptive_normalize(np.array([0, 255], dtype=np.uint8), 127.5, 127.5**2)
     np.testing.assert_allclose(pixels, [-1.0, 1.0], rtol=1e-6)
     assert adaptive_normalize(torch.tensor([0, 255]), 127.5, 127.5**2).dtype == torch.get_default_dtype()
+
+
+def test_standardize_is_the_one_formula():
+    from aeon_trl.normalize import standardize
+    x, loc, scale = torch.tensor([[0.0, 30.0]]), torch.tensor([1.0, 2.0]), torch.tensor([2.0, 0.5])
+    assert torch.equal(standardize(x, loc, scale), (x - loc) / scale)
+    assert torch.equal(standardize(x, loc, scale, clip=5.0), ((x - loc) / scale).clamp(-5, 5))
+    np.testing.assert_array_equal(standardize(x.numpy(), loc.numpy(), scale.numpy(), 5.0),
+                                  np.clip((x.numpy() - loc.numpy()) / scale.numpy(), -5, 5))

@@ -134,3 +134,39 @@ def test_critic_only_is_the_unclipped_critic_loss_and_leaves_the_actor_without_g
     out["loss_critic"].backward()
     assert all(p.grad is None for p in net.policy.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.value.parameters())
+
+
+def test_every_key_remapped_with_set_keys_gives_the_same_loss(setup):
+    """Remapping the log-prob, advantage, target, demo flag and priority weight keys: the loss reads
+    them from tensor_keys (no literal key in its logic), declares them in in_keys/minibatch_keys, and computes
+    exactly what it computes on the default keys."""
+    net, actor, critic, batch = setup
+    kwargs = dict(clip_epsilon=0.2, clip_value=0.3, entropy_coeff=0.01, kl_coef=0.7, demo_coef=0.5,
+                  normalize_advantage=False, functional=False)
+    batch = batch.clone()
+    batch["is_demo"] = torch.arange(B) >= B - 8
+    batch["priority_weight"] = torch.rand(B)
+    plain = AdvancedClipPPOLoss(actor, critic, **kwargs)
+    remapped = AdvancedClipPPOLoss(actor, critic, **kwargs)
+    names = {"sample_log_prob": "old_lp", "advantage": "adv", "value_target": "ret", "is_demo": "demo",
+             "priority_weight": "w"}  # (value/value_ensemble are the critic's outputs too: test_keys_can_be_remapped)
+    remapped.set_keys(**names)
+    renamed = batch.clone()
+    for field, new in names.items():
+        renamed.rename_key_(getattr(plain.tensor_keys, field), new)
+    out, want = remapped(renamed), plain(batch)
+    assert set(out.keys()) == set(want.keys()) >= {"loss_kl", "kl_approx", "loss_demo", "demo_nll"}
+    for key in want.keys():
+        torch.testing.assert_close(out[key], want[key], rtol=0, atol=0, msg=key)
+    assert {"old_lp", "adv", "ret", "state_value_ensemble"} <= set(remapped.in_keys)
+    assert remapped.minibatch_keys == ["observation", "action", "old_lp", "adv", "ret", "state_value",
+                                       "state_value_ensemble"]
+
+
+def test_declares_its_outputs_and_keeps_no_state_between_calls(setup):
+    net, actor, critic, batch = setup
+    loss = AdvancedClipPPOLoss(actor, critic, kl_coef=0.7, functional=False)
+    out = loss(batch)
+    assert set(out.keys()) <= set(loss.out_keys) and "loss_kl" in loss.out_keys
+    assert loss._kl_sink is None  # the KL left in the output, nothing of it stays on the module
+    assert loss.tensor_keys.value_std == "state_value_std"

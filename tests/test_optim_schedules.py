@@ -170,3 +170,25 @@ def test_kl_early_stop():
     off = KLEarlyStop(kl_target=None)
     assert not off.should_stop(100.0)
     assert not off.should_stop(math.nan)
+
+
+def test_kl_band_is_the_rule_every_kl_schedule_follows():
+    from aeon_trl.optim.schedules import kl_band
+    assert [kl_band(kl, 0.01, 1.5) for kl in (0.0151, 0.015, 0.01, 0.01 / 1.5, 0.0066, float("nan"))] == \
+        [1, 0, 0, 0, -1, 0]
+    for kl in (0.02, 0.01, 0.001):  # each schedule moves the way the band says
+        band = kl_band(kl, 0.01, 1.5)
+        clip = AdaptiveClipper(init_value=0.2, kl_target=0.01, rate=1.5)
+        beta = AdaptiveKLCoef(init_value=1.0, kl_target=0.01, tolerance=1.5)
+        assert math.copysign(1, 0.2 - clip.update(kl)) == band or (band == 0 and clip.value == 0.2)
+        assert math.copysign(1, beta.update(kl) - 1.0) == band or (band == 0 and beta.value == 1.0)
+    assert KLEarlyStop(0.01).should_stop(0.0151) and not KLEarlyStop(0.01).should_stop(0.015)
+
+
+def test_linear_schedule_class_and_geometric_decay():
+    from aeon_trl.optim.schedules import GeometricDecay, LinearSchedule
+    s = LinearSchedule(0.4, 1.0)
+    assert [s.value(p) for p in (0.0, 0.5, 2.0)] == [linear_schedule(0.4, 1.0, p) for p in (0.0, 0.5, 1.0)]
+    assert s.value() == 1.0 and s.state_dict() == {"progress": 1.0}
+    assert isinstance(EntropyAnnealing(0.01, 0.0), LinearSchedule)
+    assert GeometricDecay(0.1, 0.9).value(3) == 0.1 * 0.9 ** 3

@@ -10,7 +10,7 @@ from tensordict import TensorDict
 from torchrl.envs import ExplorationType, GymEnv, set_exploration_type
 
 from aeon_trl.config import Config, ConfigError
-from aeon_trl.envs import load_normalization_state, make_env, normalization_state
+from aeon_trl.envs import ObsNorm, make_env
 from aeon_trl.ppo import AdvancedPPO
 
 # The seed's keys (non-default values) plus a tiny budget.
@@ -128,7 +128,7 @@ def test_get_action_normalizes_like_the_env(agent):
     env = make_env(cfg, num_envs=3, seed=11)
     raw_env = make_env(Config.from_dict({"norm_obs": False, "norm_reward": False}, base=cfg), num_envs=3, seed=11)
     try:
-        load_normalization_state(env, normalization_state(agent.trainer.env), freeze=True)
+        ObsNorm.of(env).load_state_dict(agent.trainer.obs_norm.state_dict(), freeze=True)
         normed, raw = env.reset(), raw_env.reset()
     finally:
         env.close()

@@ -185,3 +185,16 @@ def test_experience_dataset():
     with pytest.raises(ValueError, match="'returns' has 9 rows"):
         ExperienceDataset(torch.randn(n, OBS), torch.randn(n, ACT), torch.randn(n), torch.randn(9), torch.randn(n),
                           torch.randn(n))
+
+
+def test_experience_dataset_follows_a_loss_with_remapped_keys():
+    n = 6
+    net = AdaptiveActorCritic(OBS, ACT, hidden_sizes=[8])
+    actor, critic = make_ppo_operators(net)
+    loss = AdvancedClipPPOLoss(actor, critic, functional=False)
+    loss.set_keys(sample_log_prob="old_lp", advantage="adv", value_target="ret")
+    args = (torch.randn(n, OBS), torch.randn(n, ACT), torch.randn(n), torch.randn(n), torch.randn(n), torch.randn(n))
+    ds = ExperienceDataset(*args, loss=loss)
+    assert {"old_lp", "adv", "ret"} <= set(ds.data.keys()) and "action_log_prob" not in ds.data.keys()
+    torch.testing.assert_close(ds.data["old_lp"], ExperienceDataset(*args).data["action_log_prob"])
+    assert torch.isfinite(loss(ds.data)["loss_objective"])

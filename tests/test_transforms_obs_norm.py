@@ -47,3 +47,72 @@ def test_fast_path_matches_vecnormv2_step_for_step():
         torch.testing.assert_close(getattr(safe, stat)["observation"], getattr(plain, stat)["observation"],
                                    rtol=0, atol=1e-6)
     assert safe._count["observation"].item() == plain._count["observation"].item() == 16 * 30
+
+
+# ---- ObsNorm: the one handle on an env stack's normalization ------------------------------------------------
+def _pendulum(**overrides):
+    from aeon_trl.config import Config
+    from aeon_trl.envs import make_env
+    cfg = Config.from_dict({"env_id": "Pendulum-v1", "env_backend": "serial", "num_envs": 2, "steps_per_env": 32,
+                            "batch_size": 32, "obs_clip": 3.0, **overrides})
+    return make_env(cfg)
+
+
+def test_obs_norm_finds_the_env_normalizers_and_applies_the_policys_view():
+    from aeon_trl.transforms.obs_norm import ObsNorm
+    from aeon_trl.transforms.reward import ReturnScaling
+    env = _pendulum()
+    try:
+        norm = ObsNorm.of(env)
+        assert isinstance(norm.vecnorm, SafeVecNorm) and isinstance(norm.reward, ReturnScaling)
+        assert norm.clip == 3.0 and norm.key == "observation"
+        raw = torch.tensor([[1.0, 0.0, 8.0], [0.0, 1.0, -8.0]])
+        env.rollout(5)
+        assert norm.initialized is True
+        loc, scale = norm.vecnorm.loc["observation"], norm.vecnorm.scale["observation"]
+        assert torch.equal(norm.normalize(raw), ((raw - loc) / scale).clamp(-3.0, 3.0))
+        exported = norm.export()
+        assert torch.equal(exported(raw), norm.normalize(raw))
+    finally:
+        env.close()
+
+
+def test_obs_norm_state_round_trip_freeze_and_fold_in():
+    from aeon_trl.transforms.obs_norm import OBS_NORM, REWARD_NORM, ObsNorm
+    from aeon_trl import _compat
+    src_env, dst_env = _pendulum(), _pendulum()
+    try:
+        src_env.rollout(8)
+        src, dst = ObsNorm.of(src_env), ObsNorm.of(dst_env)
+        state = src.state_dict()
+        assert set(state) == {OBS_NORM, REWARD_NORM}
+        dst.load_state_dict(state, freeze=True)
+        assert dst.vecnorm.frozen and dst.reward.frozen
+        raw = torch.randn(4, 3)
+        assert torch.equal(dst.normalize(raw), src.normalize(raw))
+        dst_loc = dst.vecnorm.state_dict()
+        assert all(v.data_ptr() != dst_loc[k].data_ptr() for k, v in state[OBS_NORM].items()
+                   if isinstance(v, torch.Tensor))  # copied: the source statistics stay as they are
+        count = lambda n: _compat.vecnorm_moments(n.vecnorm)[2]["observation"].item()  # noqa: E731
+        before = count(src)
+        src.fold_in(torch.randn(10, 3, dtype=torch.float64))
+        assert count(src) == before + 10
+        src.freeze()
+        src.fold_in(torch.randn(10, 3))
+        assert count(src) == before + 10  # frozen statistics take nothing in
+    finally:
+        src_env.close()
+        dst_env.close()
+
+
+def test_obs_norm_without_normalization_is_the_identity():
+    from aeon_trl.transforms.obs_norm import ObsNorm
+    env = _pendulum(norm_obs=False, norm_reward=False)
+    try:
+        norm = ObsNorm.of(env)
+        raw = torch.randn(2, 3)
+        assert norm.vecnorm is None and norm.state_dict() == {} and torch.equal(norm.normalize(raw), raw)
+        norm.freeze(), norm.fold_in(raw), norm.load_state_dict({"obs_norm": {}}, freeze=True)
+        assert torch.equal(norm.export()(raw), raw)
+    finally:
+        env.close()

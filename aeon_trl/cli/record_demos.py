@@ -20,7 +20,7 @@ from torchrl.envs import ExplorationType, set_exploration_type
 from aeon_trl.checkpoint import CheckpointError
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.data.demonstrations import REQUIRED, DemonstrationBuffer, DemonstrationError
-from aeon_trl.envs import make_base_env, make_env, normalize_observation
+from aeon_trl.envs import make_base_env, make_env
 from aeon_trl.modules.actor_critic import make_ppo_operators
 from aeon_trl.ppo import AdvancedPPO
 from aeon_trl.trainer import Trainer, episode_limit
@@ -35,8 +35,7 @@ def record(trainer: Trainer, episodes: int, min_return: float = -np.inf, seed: i
     cfg = trainer.cfg
     raw_cfg = Config.from_dict({"norm_obs": False, "norm_reward": False}, base=cfg)  # raw obs and rewards
     actor, _ = make_ppo_operators(trainer.net, observation_key=POLICY_OBS)
-    normalize = TensorDictModule(lambda obs: normalize_observation(trainer.env, obs, cfg.env.obs_clip),
-                                 in_keys=["observation"], out_keys=[POLICY_OBS])
+    normalize = TensorDictModule(trainer.obs_norm.normalize, in_keys=["observation"], out_keys=[POLICY_OBS])
     policy = TensorDictSequential(normalize, actor)
     max_steps = episode_limit(cfg)
     kept, returns = [], []

@@ -1,7 +1,8 @@
 """``ExperienceDataset``: the seed's dataset of PPO rows, a thin layer over one flat TensorDict.
 
-The keys are those ``AdvancedClipPPOLoss`` reads, so a row or minibatch goes straight into the loss
-(or into any torchrl replay buffer via ``dataset.data``).
+The keys are those ``AdvancedClipPPOLoss`` reads (its ``tensor_keys``: pass a loss whose keys were remapped
+with ``set_keys``), so a row or minibatch goes straight into the loss (or into any torchrl replay buffer via
+``dataset.data``).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch.utils.data import Dataset
 
+from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
+
 
 class ExperienceDataset(Dataset):
     """``ExperienceDataset(obs, acts, advantages, returns, values, log_probs)``: ``N`` rows.
@@ -19,17 +22,20 @@ class ExperienceDataset(Dataset):
     value, its heads are what value clipping needs); ``returns`` are the value targets.
     """
 
-    def __init__(self, obs, acts, advantages, returns, values, log_probs):
+    def __init__(self, obs, acts, advantages, returns, values, log_probs, loss: AdvancedClipPPOLoss | None = None):
         obs, acts = torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(acts, dtype=torch.float32)
         n = obs.shape[0]
         column = lambda x, name: _rows(x, n, name).reshape(n, 1)  # noqa: E731
         heads = _rows(values, n, "values").reshape(n, -1)
-        self.data = TensorDict({
-            "observation": obs, "action": acts.reshape(n, -1),
-            "advantage": column(advantages, "advantages"), "value_target": column(returns, "returns"),
-            "state_value": heads.mean(-1, keepdim=True), "state_value_ensemble": heads,
-            "action_log_prob": _rows(log_probs, n, "log_probs").reshape(n),
-        }, batch_size=[n])
+        keys = loss.tensor_keys if loss is not None else AdvancedClipPPOLoss.default_keys()
+        observation = loss.actor_network.in_keys[0] if loss is not None else "observation"
+        self.data = TensorDict(batch_size=[n])
+        for key, value in ((observation, obs), (keys.action, acts.reshape(n, -1)),
+                           (keys.advantage, column(advantages, "advantages")),
+                           (keys.value_target, column(returns, "returns")),
+                           (keys.value, heads.mean(-1, keepdim=True)), (keys.value_ensemble, heads),
+                           (keys.sample_log_prob, _rows(log_probs, n, "log_probs").reshape(n))):
+            self.data.set(key, value)
 
     def __len__(self) -> int:
         return self.data.shape[0]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
 from torchrl.data import LazyTensorStorage, RandomSampler, ReplayBuffer
 from torchrl.envs import EnvBase
 
@@ -112,13 +113,14 @@ class DemonstrationBuffer:
         return path
 
     # ---- sampling ---------------------------------------------------------------------------------
-    def sample(self, batch_size: int, agent_buffer: ReplayBuffer | None, demo_ratio: float = 0.3) -> TensorDictBase:
+    def sample(self, batch_size: int, agent_buffer: ReplayBuffer | None, demo_ratio: float = 0.3,
+               is_demo_key: NestedKey = IS_DEMO) -> TensorDictBase:
         """Exactly ``round(batch_size * demo_ratio)`` demo rows (``is_demo`` True, raw observations, agent-only
         keys zero-filled) after the ``batch_size - round(batch_size * demo_ratio)`` agent rows drawn from
         ``agent_buffer`` (fewer if its sampler runs out at the end of an epoch). Without ``agent_buffer``: ``batch_size``
-        demo rows (behaviour-cloning pre-training)."""
+        demo rows (behaviour-cloning pre-training). ``is_demo_key``: the loss's ``tensor_keys.is_demo``."""
         if agent_buffer is None:
-            return self._rb.sample(batch_size).set(IS_DEMO, torch.ones(batch_size, dtype=torch.bool))
+            return self._rb.sample(batch_size).set(is_demo_key, torch.ones(batch_size, dtype=torch.bool))
         n_demo = round(batch_size * demo_ratio)
         if not 0 < n_demo < batch_size:
             raise ValueError(f"batch_size={batch_size} with demo_ratio={demo_ratio} gives {n_demo} demo rows; "
@@ -130,7 +132,7 @@ class DemonstrationBuffer:
         rows = torch.zeros_like(agent[:1]).expand(n_demo).clone()
         rows.update(demo.select("observation", "action"))
         mixed = torch.cat([agent, rows])  # a sampler without replacement may return fewer agent rows at an epoch's end
-        mixed.set(IS_DEMO, torch.arange(mixed.shape[0], device=agent.device) >= agent.shape[0])
+        mixed.set(is_demo_key, torch.arange(mixed.shape[0], device=agent.device) >= agent.shape[0])
         return mixed
 
     # ---- validation -------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDictBase
 from torchrl.data import LazyTensorStorage, PrioritizedSampler, TensorDictReplayBuffer
-from torchrl.data.replay_buffers.samplers import prioritized as _torchrl_prioritized
 
+from aeon_trl import _compat
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
+from aeon_trl.optim.schedules import LinearSchedule
 
 PRIORITY = "priority"
 PRIORITY_EPS = 1e-6  # added to every priority by the sampler: no row becomes undrawable
@@ -67,12 +68,11 @@ class PPOPrioritizedSampler(PrioritizedSampler):
     query, exact, cheap for an on-policy batch of a few thousand rows) stand in for the trees then, and every
     other line of the sampler is torchrl's."""
 
-    def _init(self) -> None:
-        if _torchrl_prioritized.SumSegmentTreeFp32 is not None or (self._device and self._device.type == "cuda"):
+    def _init(self) -> None:  # a private hook of PrioritizedSampler (see aeon_trl._compat)
+        capacity, device = _compat.sampler_capacity_and_device(self)
+        if _compat.segment_tree_extension_loaded() or (device and device.type == "cuda"):
             return super()._init()
-        self._sum_tree = _FlatSumTree(self._max_capacity)
-        self._min_tree = _FlatMinTree(self._max_capacity)
-        self._max_priority = None
+        _compat.install_segment_trees(self, _FlatSumTree(capacity), _FlatMinTree(capacity))
 
 
 class PPOPriority:
@@ -82,6 +82,7 @@ class PPOPriority:
         if kind not in ("advantage", "td_error"):
             raise ValueError(f"priority_key must be 'advantage' or 'td_error', got {kind!r}")
         self.kind, self.alpha, self.beta, self.beta_end, self.gamma = kind, alpha, beta, beta_end, gamma
+        self.beta_schedule = LinearSchedule(beta, beta_end)
 
     def make_buffer(self, capacity: int, batch_size: int, device=None) -> TensorDictReplayBuffer:
         sampler = PPOPrioritizedSampler(capacity, alpha=self.alpha, beta=self.beta, eps=PRIORITY_EPS)
@@ -90,7 +91,7 @@ class PPOPriority:
                                       priority_key=PRIORITY, batch_size=batch_size)
 
     def beta_at(self, progress: float) -> float:
-        return self.beta + (self.beta_end - self.beta) * min(max(progress, 0.0), 1.0)
+        return self.beta_schedule.value(progress)
 
     @torch.no_grad()
     def __call__(self, td: TensorDictBase, loss: AdvancedClipPPOLoss) -> torch.Tensor:
@@ -98,7 +99,7 @@ class PPOPriority:
         keys = loss.tensor_keys
         if self.kind == "advantage":
             adv = td.get(keys.advantage).reshape(td.shape)
-            log_prob, _, _ = loss._get_cur_log_prob(td)
+            log_prob = loss.current_log_prob(td)
             ratio = (log_prob - td.get(keys.sample_log_prob).reshape(td.shape)).exp()
             eps = loss.clip_epsilon.item()
             spent = ((adv > 0) & (ratio > 1 + eps)) | ((adv < 0) & (ratio < 1 - eps))

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from aeon_trl.modules.actor_critic import GaussianHead, Trunk
+from aeon_trl.normalize import standardize
 
 
 class FrozenObsNorm(nn.Module):
@@ -31,8 +32,7 @@ class FrozenObsNorm(nn.Module):
         return cls(torch.zeros(obs_dim), torch.ones(obs_dim), None)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = (obs - self.loc) / self.scale
-        return x if self.clip is None else x.clamp(-self.clip, self.clip)
+        return standardize(obs, self.loc, self.scale, self.clip)
 
 
 class RawObsPolicy(nn.Module):

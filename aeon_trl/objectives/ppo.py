@@ -15,6 +15,8 @@ entropy bonus, advantage normalization. This subclass overrides only what differ
   ``sum(w * l) / sum(w)``;
 - demonstrations (DAPG, Rajeswaran et al. 2018): rows flagged ``is_demo`` are split off before the
   PPO terms, which see agent rows only, and give ``loss_demo = demo_coef * mean(-log pi(a|s))``.
+Every key it reads is declared in ``_AcceptedKeys`` (remap with ``set_keys``); ``in_keys``/``out_keys`` list
+what it reads and writes, and ``minibatch_keys`` what a stored on-policy row needs for an update.
 ``clip_epsilon``, ``entropy_coeff``, ``kl_coef`` and ``demo_coef`` are buffers, so schedules change them
 between updates in place (``loss.clip_epsilon.fill_(0.15)``).
 """
@@ -27,7 +29,9 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.objectives import ClipPPOLoss
-from torchrl.objectives.utils import _clip_value_loss, distance_loss
+from torchrl.objectives.utils import distance_loss
+
+from aeon_trl import _compat
 
 
 class AdvancedClipPPOLoss(ClipPPOLoss):
@@ -35,13 +39,18 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
 
     @dataclass
     class _AcceptedKeys(ClipPPOLoss._AcceptedKeys):
-        """Adds the critic ensemble's per-head values to the keys a user can remap with ``set_keys``."""
+        """ClipPPOLoss's keys plus: the critic ensemble's per-head values (read for value clipping) and their
+        std (a diagnostic the critic writes), the importance weights of prioritized minibatches (optional
+        input), and the flag of demonstration rows (optional input)."""
 
         value_ensemble: NestedKey = "state_value_ensemble"
+        value_std: NestedKey = "state_value_std"
         priority_weight: NestedKey = "priority_weight"
         is_demo: NestedKey = "is_demo"
 
     default_keys = _AcceptedKeys
+    # written besides ClipPPOLoss's outputs (the demo terms only when the input has demonstration rows)
+    extra_out_keys = ("loss_kl", "explained_variance", "loss_demo", "demo_nll")
 
     def __init__(self, actor_network, critic_network, *, clip_epsilon: float = 0.2,
                  clip_value: float | None = 0.2, entropy_coeff: float = 0.0, critic_coeff: float = 0.5,
@@ -53,13 +62,44 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
             loss_critic_type=loss_critic_type, **kwargs)
         self.register_buffer("kl_coef", torch.tensor(float(kl_coef)))
         self.register_buffer("demo_coef", torch.tensor(float(demo_coef)))
-        self._kl_per_sample: torch.Tensor | None = None
+        self._kl_sink: list | None = None  # open only during _ppo_forward, see there
+
+    # ---- keys -----------------------------------------------------------------------------------------
+    def _set_in_keys(self):
+        super()._set_in_keys()
+        keys = self.tensor_keys
+        read = [keys.advantage, keys.value_target] + ([keys.value_ensemble] if self.clip_value else [])
+        self.in_keys = list(dict.fromkeys([*self.in_keys, *read]))
+
+    @property
+    def out_keys(self):
+        if self._out_keys is None:  # as ClipPPOLoss declares its own: built once, then select_out_keys may cut it
+            self._out_keys = [*super().out_keys, *self.extra_out_keys]
+        return self._out_keys
+
+    @out_keys.setter
+    def out_keys(self, values):
+        self._out_keys = values
+
+    @property
+    def minibatch_keys(self) -> list[NestedKey]:
+        """The keys an on-policy row must keep for an update (a uniform replay buffer stores only these): the
+        networks' inputs, the action and its behaviour log-prob, advantage, value target, and the old values."""
+        keys = self.tensor_keys
+        return list(dict.fromkeys([*self.actor_network.in_keys, *self.critic_network.in_keys, keys.action,
+                                   keys.sample_log_prob, keys.advantage, keys.value_target, keys.value,
+                                   keys.value_ensemble]))
+
+    # ---- terms ----------------------------------------------------------------------------------------
+    def current_log_prob(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """``log pi(a|s)`` of the current policy for the rows' actions."""
+        log_prob, _, _ = self._get_cur_log_prob(tensordict)
+        return log_prob
 
     def _log_weight(self, tensordict, adv_shape):
         log_weight, dist, kl_approx, log_is_weight = super()._log_weight(tensordict, adv_shape)
-        # Kept for forward(): the penalty needs the differentiable ratio, which the parent's
-        # forward() does not return.
-        self._kl_per_sample = torch.expm1(log_weight) - log_weight
+        if self._kl_sink is not None:
+            self._kl_sink.append(torch.expm1(log_weight) - log_weight)  # k3 of KL(old || new), differentiable
         return log_weight, dist, kl_approx, log_is_weight
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -74,9 +114,15 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
         return td_out
 
     def _ppo_forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        td_out = super().forward(tensordict)
-        kl = self._kl_per_sample
-        self._kl_per_sample = None
+        # The penalty needs the differentiable log-ratio, which ClipPPOLoss.forward computes (in _log_weight)
+        # and keeps to itself: _log_weight hands it over through a sink open for this call only; it leaves in
+        # the output TensorDict, as loss_kl and kl_approx.
+        self._kl_sink = sink = []
+        try:
+            td_out = super().forward(tensordict)
+        finally:
+            self._kl_sink = None
+        (kl,) = sink
         td_out.set("kl_approx", kl.detach().mean())
         td_out.set("loss_kl", self._reduce_loss(self.kl_coef * kl, tensordict).squeeze(-1))
         return td_out
@@ -85,8 +131,7 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
         """Mean ``-log pi(a|s)`` of the current policy on demonstration rows (0 when there are none)."""
         if demos.numel() == 0:
             return torch.zeros((), device=self.demo_coef.device)
-        log_prob, _, _ = self._get_cur_log_prob(demos)
-        return -log_prob.mean()
+        return -self.current_log_prob(demos).mean()
 
     def _reduce_loss(self, loss: torch.Tensor, tensordict: TensorDictBase | None = None, *,
                      weights: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
@@ -122,7 +167,7 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
         loss = distance_loss(target_heads, heads, loss_function=self.loss_critic_type)
         clip_fraction = None
         if clip:
-            loss, clip_fraction = _clip_value_loss(
+            loss, clip_fraction = _compat.clip_value_loss(
                 old_heads, heads, self.clip_value, target_heads, loss, self.loss_critic_type)
         loss = loss.mean(-1, keepdim=True)
         with torch.no_grad():

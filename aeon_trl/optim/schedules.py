@@ -18,8 +18,11 @@ __all__ = [
     "AdaptiveKLCoef",
     "DynamicBatchSize",
     "EntropyAnnealing",
+    "GeometricDecay",
     "KLAdaptiveLR",
     "KLEarlyStop",
+    "LinearSchedule",
+    "kl_band",
     "linear_schedule",
 ]
 
@@ -39,6 +42,17 @@ def linear_schedule(start: float, end: float, progress: float) -> float:
     """Linear interpolation from ``start`` (progress 0) to ``end`` (progress 1); progress is clamped to [0, 1]."""
     progress = _clamp(float(progress), 0.0, 1.0)
     return start + (end - start) * progress
+
+
+def kl_band(kl: float, kl_target: float, tolerance: float) -> int:
+    """Where a KL measurement lies around its target: ``1`` above ``tolerance * kl_target`` (the update moved the
+    policy too far), ``-1`` below ``kl_target / tolerance`` (too little), ``0`` inside the band or NaN. The rule
+    of PPO's adaptive KL penalty (Schulman et al. 2017, sec. 4) that every KL-driven schedule here reacts to."""
+    if kl > tolerance * kl_target:
+        return 1
+    if kl < kl_target / tolerance:
+        return -1
+    return 0
 
 
 class _Stateful:
@@ -96,10 +110,10 @@ class AdaptiveClipper(_Stateful):
 
     def update(self, kl: float | torch.Tensor) -> float:
         """Adapt to one KL measurement and return the new clip value. A NaN KL changes nothing."""
-        kl = _as_float(kl)
-        if kl > self.tolerance * self.kl_target:
+        band = kl_band(_as_float(kl), self.kl_target, self.tolerance)
+        if band > 0:
             self.value /= self.rate
-        elif kl < self.kl_target / self.tolerance:
+        elif band < 0:
             self.value *= self.rate
         self.value = _clamp(self.value, self.min_value, self.max_value)
         return self.value
@@ -154,10 +168,12 @@ class AdaptiveKLCoef(_Stateful):
         if self.horizon is not None:
             error = _clamp(kl / self.kl_target - 1.0, -0.2, 0.2)
             self.value *= 1.0 + error * n_steps / self.horizon
-        elif kl > self.tolerance * self.kl_target:
-            self.value *= self.factor
-        elif kl < self.kl_target / self.tolerance:
-            self.value /= self.factor
+        else:
+            band = kl_band(kl, self.kl_target, self.tolerance)
+            if band > 0:
+                self.value *= self.factor
+            elif band < 0:
+                self.value /= self.factor
         self.value = _clamp(self.value, self.min_value, self.max_value)
         return self.value
 
@@ -225,9 +241,10 @@ class KLAdaptiveLR(_Stateful):
         """Adapt the multiplier to one KL measurement, write the LRs, return the first group's LR."""
         kl = _as_float(kl)
         if self.kl_target is not None:
-            if kl > self.tolerance * self.kl_target:
+            band = kl_band(kl, self.kl_target, self.tolerance)
+            if band > 0:
                 self.multiplier /= self.factor
-            elif kl < self.kl_target / self.tolerance:
+            elif band < 0:
                 self.multiplier *= self.factor
             reference = max(self.base_lrs)
             self.multiplier = _clamp(self.multiplier, self.min_lr / reference, self.max_lr / reference)
@@ -253,13 +270,10 @@ class KLAdaptiveLR(_Stateful):
         self.apply()
 
 
-class EntropyAnnealing(_Stateful):
-    """Entropy bonus coefficient annealed linearly from ``start`` to ``end`` over training.
-
-    A large early bonus keeps the Gaussian policy exploring; decaying it lets the policy commit late in training
-    (the linear entropy-coefficient decay used e.g. in Andrychowicz et al. 2021, "What Matters in On-Policy RL").
-    The last progress seen is kept so that ``value()`` after a resume returns the coefficient in effect.
-    """
+class LinearSchedule(_Stateful):
+    """A value annealed linearly from ``start`` (progress 0) to ``end`` (progress 1): the one annealing rule of the
+    lr factor, the entropy bonus, the priority exponent beta and the curiosity coefficient. The last progress seen
+    is kept (and checkpointed) so that ``value()`` after a resume returns the value in effect."""
 
     _state_keys = ("progress",)
 
@@ -269,10 +283,29 @@ class EntropyAnnealing(_Stateful):
         self.progress = 0.0
 
     def value(self, progress: float | None = None) -> float:
-        """Coefficient at ``progress`` in [0, 1] (clamped); ``None`` reuses the last progress."""
+        """The value at ``progress`` in [0, 1] (clamped); ``None`` reuses the last progress."""
         if progress is not None:
             self.progress = _clamp(float(progress), 0.0, 1.0)
         return linear_schedule(self.start, self.end, self.progress)
+
+
+class EntropyAnnealing(LinearSchedule):
+    """Entropy bonus coefficient annealed linearly from ``start`` to ``end`` over training.
+
+    A large early bonus keeps the Gaussian policy exploring; decaying it lets the policy commit late in training
+    (the linear entropy-coefficient decay used e.g. in Andrychowicz et al. 2021, "What Matters in On-Policy RL").
+    """
+
+
+class GeometricDecay:
+    """``start * decay ** step``: DAPG's demonstration weight ``lambda_0 * lambda_1^k`` (Rajeswaran et al. 2018)
+    at update ``k``. Stateless: the step is the trainer's iteration counter."""
+
+    def __init__(self, start: float, decay: float) -> None:
+        self.start, self.decay = float(start), float(decay)
+
+    def value(self, step: int) -> float:
+        return self.start * self.decay ** step
 
 
 class KLEarlyStop(_Stateful):
@@ -296,7 +329,7 @@ class KLEarlyStop(_Stateful):
         if self.kl_target is None:
             return False
         kl = _as_float(kl)
-        stop = not math.isfinite(kl) or kl > self.factor * self.kl_target
+        stop = not math.isfinite(kl) or kl_band(kl, self.kl_target, self.factor) > 0
         self.num_stops += int(stop)
         return stop
 

@@ -10,7 +10,7 @@ import warnings
 from tensordict import TensorDictBase
 
 from aeon_trl.data.demonstrations import DemonstrationBuffer
-from aeon_trl.envs import add_observation_statistics, freeze_observation_statistics
+from aeon_trl.optim.schedules import GeometricDecay
 from aeon_trl.plugins.base import Plugin
 
 
@@ -22,6 +22,7 @@ class Demonstrations(Plugin):
 
     def __init__(self, demos: DemonstrationBuffer, cfg):
         self.demos, self.cfg = demos, cfg  # cfg: the run's DemoConfig
+        self.coef = GeometricDecay(cfg.demo_coef, cfg.demo_coef_decay)  # DAPG: lambda_0 * lambda_1^k
 
     @classmethod
     def from_config(cls, cfg, env) -> "Demonstrations":
@@ -30,7 +31,7 @@ class Demonstrations(Plugin):
     def register(self, trainer) -> None:
         super().register(trainer)
         if self.cfg.demo_obs_stats:
-            add_observation_statistics(trainer.env, self.demos.transitions.get("observation"))
+            trainer.obs_norm.fold_in(self.demos.transitions.get(trainer.obs_norm.key))
         if trainer.cfg.ppo.critic_warmup == 0:
             warnings.warn("demonstrations with critic_warmup=0: the first PPO updates see the initial policy's "
                           "log-probs and an untrained critic's advantages, which can undo the cloned policy; "
@@ -38,7 +39,7 @@ class Demonstrations(Plugin):
                           UserWarning, stacklevel=3)
 
     def _set_coef(self) -> None:
-        self.trainer.loss.demo_coef.fill_(self.cfg.demo_coef * self.cfg.demo_coef_decay ** self.trainer.iteration)
+        self.trainer.loss.demo_coef.fill_(self.coef.value(self.trainer.iteration))
 
     def on_start(self) -> None:
         """DAPG's behaviour-cloning initialization, after the first batch has folded the states of the initial
@@ -48,17 +49,19 @@ class Demonstrations(Plugin):
         self._set_coef()
         trainer = self.trainer
         for _ in range(self.cfg.demo_pretrain_steps):
-            trainer.optimize_minibatch(self.demos.sample(trainer.cfg.train.minibatch_size, None))
+            trainer.optimize_minibatch(self.demos.sample(trainer.cfg.train.minibatch_size, None,
+                                                         is_demo_key=trainer.loss.tensor_keys.is_demo))
         if self.cfg.demo_freeze_obs_stats:
-            freeze_observation_statistics(trainer.env)
+            trainer.obs_norm.freeze()
 
     def on_batch(self, batch: TensorDictBase, progress: float) -> dict[str, float]:
         self._set_coef()  # DAPG: lambda_0 * lambda_1^k
         return {}
 
     def sample_minibatch(self) -> TensorDictBase:
-        return self.demos.sample(self.trainer.cfg.train.minibatch_size, self.trainer.buffer, self.cfg.demo_ratio)
+        return self.demos.sample(self.trainer.cfg.train.minibatch_size, self.trainer.buffer, self.cfg.demo_ratio,
+                                 is_demo_key=self.trainer.loss.tensor_keys.is_demo)
 
     def load_state_dict(self, state: dict) -> None:
         if self.cfg.demo_freeze_obs_stats and self.trainer.iteration > 0:
-            freeze_observation_statistics(self.trainer.env)  # as on_start() left them
+            self.trainer.obs_norm.freeze()  # as on_start() left them
