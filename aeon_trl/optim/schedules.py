@@ -77,7 +77,26 @@ class _Stateful:
                 setattr(self, key, float(value))
 
 
-class AdaptiveClipper(_Stateful):
+class _KLBandValue(_Stateful):
+    """A value kept in ``[min_value, max_value]`` that a KL-band rule moves: the common state and checks of
+    ``AdaptiveClipper`` and ``AdaptiveKLCoef``. ``steps``: the named multiplicative step(s), each > 1."""
+
+    _state_keys = ("value",)
+
+    def __init__(self, init_value: float, kl_target: float, tolerance: float, min_value: float, max_value: float,
+                 **steps: float) -> None:
+        if not 0.0 < min_value <= max_value:
+            raise ValueError(f"need 0 < min_value <= max_value, got {min_value}, {max_value}")
+        if kl_target <= 0 or tolerance <= 1.0 or any(v <= 1.0 for v in steps.values()):
+            raise ValueError(f"need kl_target > 0, tolerance > 1 and {', '.join(steps)} > 1")
+        self.kl_target = float(kl_target)
+        self.tolerance = float(tolerance)
+        self.min_value = float(min_value)
+        self.max_value = float(max_value)
+        self.value = _clamp(float(init_value), self.min_value, self.max_value)
+
+
+class AdaptiveClipper(_KLBandValue):
     """PPO clip range that follows the measured policy change.
 
     The KL-band rule of the adaptive KL penalty (Schulman et al. 2017, "Proximal Policy Optimization Algorithms",
@@ -85,8 +104,6 @@ class AdaptiveClipper(_Stateful):
     large, so the trust region shrinks by ``rate``; a KL below ``kl_target / tolerance`` lets it grow by ``rate``.
     Bounds keep it from collapsing to zero (no learning) or opening to no clipping at all.
     """
-
-    _state_keys = ("value",)
 
     def __init__(
         self,
@@ -97,16 +114,8 @@ class AdaptiveClipper(_Stateful):
         max_value: float = 0.5,
         tolerance: float = 1.5,
     ) -> None:
-        if not 0.0 < min_value <= max_value:
-            raise ValueError(f"need 0 < min_value <= max_value, got {min_value}, {max_value}")
-        if kl_target <= 0 or rate <= 1.0 or tolerance <= 1.0:
-            raise ValueError("need kl_target > 0, rate > 1 and tolerance > 1")
-        self.kl_target = float(kl_target)
+        super().__init__(init_value, kl_target, tolerance, min_value, max_value, rate=rate)
         self.rate = float(rate)
-        self.tolerance = float(tolerance)
-        self.min_value = float(min_value)
-        self.max_value = float(max_value)
-        self.value = _clamp(float(init_value), self.min_value, self.max_value)
 
     def update(self, kl: float | torch.Tensor) -> float:
         """Adapt to one KL measurement and return the new clip value. A NaN KL changes nothing."""
@@ -119,7 +128,7 @@ class AdaptiveClipper(_Stateful):
         return self.value
 
 
-class AdaptiveKLCoef(_Stateful):
+class AdaptiveKLCoef(_KLBandValue):
     """Adaptive KL penalty coefficient beta.
 
     Default rule: Schulman et al. 2017, "Proximal Policy Optimization Algorithms", sec. 4 (adaptive KL penalty):
@@ -134,8 +143,6 @@ class AdaptiveKLCoef(_Stateful):
     swamps the surrogate, and an unbounded beta would need many halvings to come back.
     """
 
-    _state_keys = ("value",)
-
     def __init__(
         self,
         init_value: float = 1.0,
@@ -146,19 +153,11 @@ class AdaptiveKLCoef(_Stateful):
         max_value: float = 100.0,
         horizon: int | None = None,
     ) -> None:
-        if not 0.0 < min_value <= max_value:
-            raise ValueError(f"need 0 < min_value <= max_value, got {min_value}, {max_value}")
-        if kl_target <= 0 or tolerance <= 1.0 or factor <= 1.0:
-            raise ValueError("need kl_target > 0, tolerance > 1 and factor > 1")
         if horizon is not None and horizon <= 0:
             raise ValueError(f"horizon must be positive, got {horizon}")
-        self.kl_target = float(kl_target)
-        self.tolerance = float(tolerance)
+        super().__init__(init_value, kl_target, tolerance, min_value, max_value, factor=factor)
         self.factor = float(factor)
-        self.min_value = float(min_value)
-        self.max_value = float(max_value)
         self.horizon = horizon
-        self.value = _clamp(float(init_value), self.min_value, self.max_value)
 
     def update(self, kl: float | torch.Tensor, n_steps: int = 1) -> float:
         """Adapt to one KL measurement and return the new beta. ``n_steps`` is used only by the horizon rule."""
