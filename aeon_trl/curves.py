@@ -34,6 +34,14 @@ def plot_learning_curve(history: Sequence[dict], path: str | Path, title: str,
     """The run's PNG: training return per iteration and the periodic deterministic evaluations against env steps,
     with the wall-clock time on a second x axis (top) when the rows carry ``wall_time``; ``final_eval`` is marked
     at the last step."""
+    fig = learning_curve_figure(history, title, final_eval)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
+def learning_curve_figure(history: Sequence[dict], title: str, final_eval: float | None = None):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     frames, returns = series(history, "episode_return")
@@ -49,20 +57,23 @@ def plot_learning_curve(history: Sequence[dict], path: str | Path, title: str,
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=8)
-    add_wall_time_axis(ax, history)
+    mapping = wall_time_mapping(history)
+    if mapping is not None:
+        to_time, to_frames, unit = mapping
+        top = ax.secondary_xaxis("top", functions=(to_time, to_frames))
+        top.set_xlabel(f"wall-clock time ({unit})", fontsize=9)
+        top.tick_params(labelsize=8)
     ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def add_wall_time_axis(ax, history: Sequence[dict]) -> None:
-    """A top x axis in wall-clock time, mapped from env steps through the rows' ``(frames, wall_time)``."""
+def wall_time_mapping(history: Sequence[dict]):
+    """``(steps -> time, time -> steps, unit)`` through the rows' ``(frames, wall_time)``, or None without two rows
+    that carry ``wall_time``. The unit (s, min, h) follows the run's length."""
     frames, wall = series(history, "wall_time")
     if len(frames) < 2:
-        return
+        return None
     wall = np.maximum.accumulate(wall)
     if frames[0] > 0:  # the run starts at 0 steps, 0 s
         frames, wall = np.r_[0.0, frames], np.r_[0.0, wall]
@@ -70,11 +81,8 @@ def add_wall_time_axis(ax, history: Sequence[dict]) -> None:
     rate = wall[-1] / frames[-1] if frames[-1] > 0 else 1.0
     frames, wall = np.r_[frames, frames[-1] * 100], np.r_[wall, wall[-1] + rate * frames[-1] * 99]
     unit, scale = ("h", 3600.0) if wall[-2] >= 3 * 3600 else ("min", 60.0) if wall[-2] >= 180 else ("s", 1.0)
-    to_time = lambda x: np.interp(x, frames, wall) / scale
-    to_frames = lambda t: np.interp(np.asarray(t) * scale, wall, frames)
-    top = ax.secondary_xaxis("top", functions=(to_time, to_frames))
-    top.set_xlabel(f"wall-clock time ({unit})", fontsize=9)
-    top.tick_params(labelsize=8)
+    return (lambda x: np.interp(x, frames, wall) / scale,
+            lambda t: np.interp(np.asarray(t) * scale, wall, frames), unit)
 
 
 def band(curves: Sequence[tuple[np.ndarray, np.ndarray]], points: int = 200) -> tuple[np.ndarray, ...]:
