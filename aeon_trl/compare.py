@@ -22,6 +22,7 @@ from aeon_trl.curves import plot_bands
 
 # Bookkeeping keys that say where and how a run was recorded, not what was trained: runs differing only in these
 # (and the seed) are seeds of one configuration.
+# Leaf names, or "section.leaf" to name one section's.
 NOT_COMPARED = ("seed", "run_dir", "progress", "logger", "checkpoint_every", "eval_every", "eval_episodes", "device",
                 "torch_threads", "env_threads")
 RUN_FILES = ("history.json", "results.json", "config.yaml")
@@ -34,13 +35,17 @@ class CompareError(ValueError):
 @dataclass
 class Run:
     path: Path
-    config: dict[str, Any]  # flat: leaf name -> value
+    config: dict[str, Any]  # flat: "section.leaf" -> value
     history: list[dict]
     results: dict | None
 
+    def get(self, leaf: str) -> Any:
+        """The config value of ``leaf`` in whichever section holds it."""
+        return next((v for k, v in self.config.items() if _leaf(k) == leaf), None)
+
     @property
     def seed(self) -> Any:
-        return self.config.get("seed")
+        return self.get("seed")
 
     @property
     def final_eval(self) -> float | None:
@@ -52,14 +57,18 @@ class Run:
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested config sections -> ``{leaf: value}`` (leaf names are unique across sections)."""
+    """Nested config sections -> ``{"section.leaf": value}`` (lists as tuples, so values compare and hash)."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(flatten(value))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            flat[key] = tuple(value) if isinstance(value, list) else value
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
     return flat
+
+
+def _leaf(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
@@ -100,14 +109,15 @@ def group_runs(runs: list[Run], ignore: Iterable[str] = NOT_COMPARED) -> dict[st
     ignore = set(ignore)
     keyed: dict[tuple, list[Run]] = {}
     for run in runs:
-        keyed.setdefault(tuple(sorted((k, repr(v)) for k, v in run.config.items() if k not in ignore)), []).append(run)
+        kept = ((k, repr(v)) for k, v in run.config.items() if k not in ignore and _leaf(k) not in ignore)
+        keyed.setdefault(tuple(sorted(kept)), []).append(run)
     configs = [dict(key) for key in keyed]
     differing = sorted(k for k in set().union(*configs) if len({d.get(k) for d in configs}) > 1)
     groups = {}
     for members in keyed.values():
         first = members[0].config
-        parts = [f"{k}={_short(first.get(k))}" for k in differing]
-        label = " ".join(parts) if parts else str(first.get("env_id", members[0].path.name))
+        parts = [f"{_leaf(k)}={_short(first.get(k))}" for k in differing]
+        label = " ".join(parts) if parts else str(members[0].get("env_id") or members[0].path.name)
         groups[label] = sorted(members, key=lambda r: str(r.seed))
     return groups
 
@@ -143,7 +153,7 @@ def comparison_table(groups: dict[str, list[Run]]) -> str:
 
 def plot_comparison(groups: dict[str, list[Run]], path: str | Path, title: str | None = None,
                     references: dict[str, float] | None = None) -> Path:
-    envs = sorted({str(r.config.get("env_id")) for runs in groups.values() for r in runs})
+    envs = sorted({str(r.get("env_id")) for runs in groups.values() for r in runs})
     return plot_bands({label: [r.history for r in runs] for label, runs in groups.items()}, path,
                       title if title is not None else ", ".join(envs),
                       final_evals={label: [r.final_eval for r in runs if r.final_eval is not None]

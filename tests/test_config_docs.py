@@ -24,9 +24,8 @@ def test_every_field_is_documented_with_its_default():
     reference = render_reference()
     for section, name in fields:
         assert f"| `{name}` |" in reference
-    owner = {name: section for section, name in fields}
-    for alias, target in config.ALIASES.items():
-        assert alias in entries[(owner[target], target)]["aliases"]
+    for alias in [*getattr(config, "ALIASES", {}), *getattr(config, "DEPRECATED", {})]:
+        assert f"`{alias}`" in reference, alias
 
 
 FAKE = '''
@@ -44,6 +43,7 @@ class RolloutConfig:
 
 SECTIONS = {"rollout": RolloutConfig}
 ALIASES = {"n_steps": "steps"}
+DEPRECATED = {"rollout_len": ("steps", "renamed")}
 CHOICES = {"mode": ("fast", "slow")}
 
 def _check(ok, key, value, rule):
@@ -64,7 +64,7 @@ def test_generator_reads_whatever_the_source_declares(tmp_path):
     reference = render_reference(module)
     assert "### `rollout`" in reference and "How experience is gathered." in reference
     assert ("| `steps` | `int` | `16` | Frames per env per batch (the rollout length T). Checked: must be >= 1. "
-            "Also accepted as `n_steps`. |") in reference
+            "Also accepted as `n_steps`. Old name `rollout_len` (deprecated, still read). |") in reference
     assert "| `widths` | `list[int]` | `[8, 8]` | Trunk widths. Checked: must have N entries. |" in reference
     assert "| `mode` | `str` | `fast` | One of `fast`, `slow`. |" in reference
     assert "| `flag` | `bool` | `false` |  |" in reference

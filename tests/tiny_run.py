@@ -8,7 +8,7 @@ from pathlib import Path
 from aeon_trl.config import Config
 from aeon_trl.trainer import Trainer, results_record
 
-TINY = ["env_id=InvertedPendulum-v5", "env_backend=envpool", "num_envs=4", "steps_per_env=64", "batch_size=128",
+TINY = ["env_id=InvertedPendulum-v5", "env_backend=envpool", "num_envs=4", "steps_per_env=64", "minibatch_size=128",
         "epochs=2", "total_timesteps=1024", "eval_episodes=2", "eval_every=2", "progress=false", "lr=1e-3"]
 
 

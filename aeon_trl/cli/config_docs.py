@@ -5,8 +5,8 @@
 
 Everything comes from the source: the sections (``SECTIONS``), each dataclass's docstring, each field's name,
 annotation and default, the comment on the field's line and the comment lines right above it, the seed/SB3/CleanRL
-aliases (``ALIASES``), the allowed values (``CHOICES``) and the range checks in ``Config.validate``
-(``_check(ok, "key", value, "rule")``). No field name is written here. Only the block between the two markers is
+aliases (``ALIASES``) and old names (``DEPRECATED``), the allowed values (``CHOICES``) and the range checks in
+``Config.validate`` (``_check(ok, "key", value, "rule")``). No field name is written here. Only the block between the two markers is
 generated; the prose around it is edited by hand.
 """
 from __future__ import annotations
@@ -91,9 +91,11 @@ def field_docs(config_module=None) -> list[dict]:
     source = inspect.getsource(config_module)
     tree = ast.parse(source)
     comments, comment_lines = _comments(source), _comment_only_lines(source)
-    aliases: dict[str, list[str]] = {}
-    for alias, target in getattr(config_module, "ALIASES", {}).items():
-        aliases.setdefault(target, []).append(alias)
+    aliases: dict[str, list[str]] = {}  # target -> other names: ALIASES' values name the target, DEPRECATED's
+    deprecated: dict[str, list[str]] = {}  # values are (target, why)
+    for table, names in (("ALIASES", aliases), ("DEPRECATED", deprecated)):
+        for alias, target in getattr(config_module, table, {}).items():
+            names.setdefault(target[0] if isinstance(target, tuple) else target, []).append(alias)
     choices = getattr(config_module, "CHOICES", {})
     rules = _checks(tree)
     classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
@@ -114,7 +116,8 @@ def field_docs(config_module=None) -> list[dict]:
             entries.append({"section": section, "name": name, "class": cls.__name__,
                             "type": _format_type(ast.unparse(stmt.annotation), defaults[name]),
                             "default": defaults[name], "comment": " ".join(above + trailing),
-                            "aliases": aliases.get(name, []), "choices": list(choices.get(name, ())),
+                            "aliases": aliases.get(name, []), "deprecated": deprecated.get(name, []),
+                            "choices": list(choices.get(name, ())),
                             "rules": rules.get(name, [])})
     return entries
 
@@ -140,6 +143,8 @@ def render_reference(config_module=None) -> str:
                 parts.append("Checked: " + "; ".join(e["rules"]) + ".")
             if e["aliases"]:
                 parts.append("Also accepted as " + ", ".join(f"`{a}`" for a in e["aliases"]) + ".")
+            if e["deprecated"]:
+                parts.append("Old name " + ", ".join(f"`{a}`" for a in e["deprecated"]) + " (deprecated, still read).")
             out.append(f"| `{e['name']}` | `{e['type']}` | {_format_default(e['default'])} | "
                        f"{_cell(' '.join(parts))} |")
         out.append("")
