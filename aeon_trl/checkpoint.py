@@ -1,16 +1,17 @@
-"""Atomic checkpoint writes and safe loads.
+"""Atomic checkpoint writes, safe loads, and the config check before resuming.
 
 A checkpoint is one ``torch.save`` file of tensors, numbers, strings and dicts only, so it loads with
 ``torch.load(weights_only=True)`` and never runs pickled code. It is written to a temporary file in
 the same folder, fsynced, then ``os.replace``d over the old one: a process killed mid-write leaves
-the previous checkpoint intact.
+the previous checkpoint intact. The run folder's JSON files are written the same way.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Mapping
 
 import torch
 
@@ -18,8 +19,17 @@ FORMAT = "aeon_trl.checkpoint"
 VERSION = 1
 
 
+# Config keys that may differ between a checkpoint and the run resuming it: they change no parameter update.
+BOOKKEEPING_KEYS = frozenset({"progress", "logger", "run_dir", "eval_episodes", "checkpoint_every", "device",
+                              "torch_threads", "env_threads"})
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: missing, corrupt, truncated, foreign or incompatible."""
+
+
+class ConfigMismatchError(CheckpointError):
+    """The run folder's checkpoint was written by a run with another config."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -54,6 +64,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     return path
 
 
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """``data`` as indented JSON, atomically (results.json, history.json)."""
+    return atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -73,3 +88,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} has format version {state.get('version')}, this aeon_trl "
                               f"reads version {VERSION}")
     return state
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
+                       ignore: frozenset[str] = BOOKKEEPING_KEYS) -> dict[str, tuple[Any, Any]]:
+    """``{"section.key": (saved, current)}`` for every leaf that differs and is not in ``ignore``."""
+    diffs = {}
+    for section in sorted(set(saved) | set(current)):
+        a, b = saved.get(section, {}), current.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if key not in ignore and a.get(key) != b.get(key):
+                diffs[f"{section}.{key}"] = (a.get(key), b.get(key))
+    return diffs
+
+
+def check_resumable(path: str | Path, saved: Mapping[str, Any], current: Mapping[str, Any],
+                    ignore: frozenset[str] = BOOKKEEPING_KEYS) -> None:
+    """Refuse to continue the checkpoint at ``path`` (config ``saved``) with a config that trains differently:
+    loading it would silently restore the old optimizer and schedules under the new numbers."""
+    diffs = config_differences(saved, current, ignore)
+    if diffs:
+        listing = "; ".join(f"{k}: checkpoint {a!r}, this run {b!r}" for k, (a, b) in diffs.items())
+        raise ConfigMismatchError(
+            f"{path} was written by a run with a different config ({listing}). Resume with the checkpoint's "
+            "config, or train in a new run folder.")

@@ -5,12 +5,17 @@ either nested keys (``{"ppo": {"clip_epsilon": 0.3}}``, ``ppo.clip_epsilon=0.3``
 (``clip_epsilon=0.3``), and the seed's dict keys (``clip_range``, ``entropy_coef``, ``kl_target``,
 ``adaptive_lr``, ``gamma``, ``gae_lambda``, ``batch_size``, ``epochs``, ``lr``, ``wd``) are accepted
 as they are. Command-line overrides are parsed by OmegaConf's dotlist parser, never by hand.
+
+``minibatch_size`` is the minibatch (TorchRL's and CleanRL's ``batch_size`` is the whole on-policy batch, here
+``num_envs * steps_per_env``); the seed's ``batch_size`` key is still read as the minibatch, with a
+``DeprecationWarning``. ``curiosity.enabled`` switches the ICM on; the flat ``curiosity=true`` is its short form.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -40,7 +45,7 @@ class EnvConfig:
 class ModelConfig:
     hidden_sizes: list = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
-    # Off by default: on Hopper-v5 they cost 2/3 of the return at 500k steps (benchmarks/RESULTS.md ablation).
+    # Off by default: they cost return on Hopper-v5 (benchmarks/RESULTS.md, ablation).
     layer_norm: bool = False
     gating: bool = False
     num_critics: int = 1  # >1 turns on the critic ensemble (its std is the value uncertainty)
@@ -89,7 +94,7 @@ class OptimConfig:
 class TrainConfig:
     total_timesteps: int = 1_000_000
     steps_per_env: int = 32  # rollout length T; frames per batch = num_envs * steps_per_env
-    batch_size: int = 1024  # minibatch size
+    minibatch_size: int = 1024  # rows per gradient step (the seed's `batch_size`)
     epochs: int = 10
     seed: int = 0
     device: str = "auto"
@@ -101,12 +106,18 @@ class TrainConfig:
     run_dir: str = "runs"
     progress: bool = True
 
+    @property
+    def batch_size(self) -> int:
+        """Deprecated: the minibatch is ``minibatch_size``."""
+        warnings.warn("TrainConfig.batch_size is deprecated: use minibatch_size", DeprecationWarning, stacklevel=2)
+        return self.minibatch_size
+
 
 @dataclass
 class CuriosityConfig:
-    """ICM intrinsic reward (Pathak et al. 2017); ``curiosity=true`` switches it on."""
+    """ICM intrinsic reward (Pathak et al. 2017); ``curiosity.enabled=true`` (or ``curiosity=true``) switches it on."""
 
-    curiosity: bool = False
+    enabled: bool = False
     curiosity_coef: float = 0.1  # weight of the (std-normalized) intrinsic reward in the combined reward
     curiosity_coef_end: float = -1.0  # < 0: no decay; else linear decay to this value over the run
     curiosity_eta: float = 1.0  # the paper's scale eta of r_i = eta/2 * ||phi_hat(s') - phi(s')||^2
@@ -130,8 +141,8 @@ class DemoConfig:
     """Expert demonstrations mixed into the minibatches with a decaying behaviour-cloning term (DAPG)."""
     demos: str = ""  # demonstration file (.pt) or memmap folder written by aeon-record-demos; "" = off
     demo_ratio: float = 0.3  # fraction of every minibatch drawn from the demonstrations
-    # Chosen on Hopper-v5 seed 0 (benchmarks/RESULTS.md, demonstrations): more pre-training steps shrink the
-    # cloned policy's std until PPO's KL-adaptive lr stalls.
+    # More pre-training steps shrink the cloned policy's std until PPO's KL-adaptive lr stalls
+    # (benchmarks/NOTES.md, demonstrations).
     demo_coef: float = 1.0  # weight of the demo log-likelihood term at iteration 0 ...
     demo_coef_decay: float = 0.98  # ... multiplied by this every iteration (DAPG's lambda_1)
     demo_pretrain_steps: int = 2000  # behaviour-cloning steps on demo-only minibatches before the first update
@@ -139,7 +150,7 @@ class DemoConfig:
     # is cloned on are not normalized (and clipped) by statistics of the first random-policy batch alone.
     demo_obs_stats: bool = True
     # Freeze the obs statistics once the policy is cloned: its own early (falling) states would shift them and
-    # with them the cloned policy's actions (Hopper-v5 seed 0: eval 3116 -> 290 with the policy itself frozen).
+    # with them the cloned policy's actions (benchmarks/NOTES.md, demonstrations).
     demo_freeze_obs_stats: bool = True
 
 
@@ -148,8 +159,8 @@ class ShapingConfig:
     """Automated shaping of the training problem: a curriculum of env difficulties and the batch size."""
     # "speed": reward for running forward at a target speed, raised level by level (transforms/curriculum.py)
     curriculum: str = "none"
-    # Target speeds (m/s). Two levels, chosen on HalfCheetah seed 0: six ([0.5 ... 3.0]) spent a window of
-    # episodes on every level and did not reach 3 m/s within 400k steps (benchmarks/RESULTS.md, curriculum).
+    # Target speeds (m/s). Few levels: each level costs a window of episodes before the next promotion
+    # (benchmarks/NOTES.md, curriculum).
     curriculum_levels: list = field(default_factory=lambda: [1.5, 3.0])
     curriculum_start: int = 0  # first level; -1 = the hardest (training on the final task directly)
     curriculum_threshold: float = 0.8  # promote when this fraction of the last window of episodes succeeds
@@ -187,7 +198,12 @@ ALIASES = {
     "n_envs": "num_envs",
     "n_steps": "steps_per_env",
     "num_steps": "steps_per_env",
-    "minibatch_size": "batch_size",
+    "curiosity": "enabled",  # the flat switch `curiosity=true` (and the old nested `curiosity.curiosity`)
+}
+# Old names still read, with a DeprecationWarning that names the new one.
+DEPRECATED = {
+    "batch_size": ("minibatch_size", "it is the minibatch, not TorchRL's/CleanRL's batch_size (the whole "
+                   "num_envs * steps_per_env batch)"),
 }
 
 CHOICES = {
@@ -226,7 +242,7 @@ class Config:
         tree = (base or cls()).to_dict()
         owner = _leaf_owner()
         for key, value in (data or {}).items():
-            if key in SECTIONS and (isinstance(value, Mapping) or key not in owner):  # `curiosity`: both
+            if key in SECTIONS and (isinstance(value, Mapping) or ALIASES.get(key) not in owner):  # `curiosity`: both
                 if not isinstance(value, Mapping):
                     raise ConfigError(f"config section '{key}' must be a mapping, got {value!r}")
                 for sub, sub_value in value.items():
@@ -260,16 +276,30 @@ class Config:
         for item in dotlist:
             if "=" not in item:
                 raise ConfigError(f"override '{item}' is not of the form key=value (e.g. lr=3e-4)")
-        # A leaf named like its section (`curiosity=true`) goes in as `curiosity.curiosity=true`: OmegaConf
-        # would otherwise drop it when `curiosity.<key>=...` is in the same list.
+        # A section's flat switch (`curiosity=true`) goes in as `curiosity.curiosity=true` (read as
+        # `curiosity.enabled`): OmegaConf would otherwise drop it when `curiosity.<key>=...` is in the same list.
         owner = _leaf_owner()
-        dotlist = [f"{key}.{item}" if key in SECTIONS and key in owner else item
+        dotlist = [f"{key}.{item}" if key in SECTIONS and ALIASES.get(key) in owner else item
                    for item, key in ((item, item.split("=", 1)[0]) for item in dotlist)]
         parsed = OmegaConf.to_container(OmegaConf.from_dotlist(list(dotlist)), resolve=True)
         return Config.from_dict(parsed, base=self)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def upgrade_dict(cls, saved: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """A saved config (a checkpoint's, a job folder's) in today's key names (``train.batch_size`` ->
+        ``train.minibatch_size``, ``curiosity.curiosity`` -> ``curiosity.enabled``), read without the deprecation
+        warnings: compare saved configs in this form."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return cls.from_dict(saved).to_dict()
+
+    def changed_keys(self, other: "Config") -> list[str]:
+        """The leaf names whose values differ between this config and ``other``, sorted."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return sorted(k for sec in mine for k in mine[sec] if mine[sec][k] != theirs[sec][k])
 
     @classmethod
     def for_run(cls, overrides: list[str], config_file: str | Path | None = None,
@@ -320,8 +350,8 @@ class Config:
         _check(0 < o.min_lr <= o.max_lr, "min_lr", o.min_lr, "must satisfy 0 < min_lr <= max_lr")
         _check(t.total_timesteps >= 1, "total_timesteps", t.total_timesteps, "must be >= 1")
         _check(t.steps_per_env >= 1, "steps_per_env", t.steps_per_env, "must be >= 1")
-        _check(t.batch_size >= 1, "batch_size", t.batch_size, "must be >= 1")
-        _check(t.batch_size <= self.frames_per_batch, "batch_size", t.batch_size,
+        _check(t.minibatch_size >= 1, "minibatch_size", t.minibatch_size, "must be >= 1")
+        _check(t.minibatch_size <= self.frames_per_batch, "minibatch_size", t.minibatch_size,
                f"must be <= num_envs * steps_per_env = {self.frames_per_batch} (the on-policy batch)")
         _check(t.epochs >= 1, "epochs", t.epochs, "must be >= 1")
         _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "device", t.device,
@@ -346,10 +376,10 @@ class Config:
         _check(0 < d.demo_coef_decay <= 1, "demo_coef_decay", d.demo_coef_decay,
                "must be in (0, 1] (1 = no decay)")
         if d.demos:
-            demo_rows = round(t.batch_size * d.demo_ratio)
-            _check(1 <= demo_rows < t.batch_size, "demo_ratio", d.demo_ratio,
-                   f"gives {demo_rows} demo rows in a minibatch of batch_size={t.batch_size}: it must leave at "
-                   "least one demo and one agent row; raise batch_size or change demo_ratio")
+            demo_rows = round(t.minibatch_size * d.demo_ratio)
+            _check(1 <= demo_rows < t.minibatch_size, "demo_ratio", d.demo_ratio,
+                   f"gives {demo_rows} demo rows in a minibatch of minibatch_size={t.minibatch_size}: it must leave "
+                   "at least one demo and one agent row; raise minibatch_size or change demo_ratio")
         levels = s.curriculum_levels
         _check(len(levels) >= 1 and all(b > a for a, b in zip(levels, levels[1:])), "curriculum_levels", levels,
                "must be a non-empty list of increasing difficulties (target speeds), e.g. [1.0, 2.0, 3.0]")
@@ -382,12 +412,18 @@ def _check(ok: bool, key: str, value: Any, rule: str) -> None:
 
 
 def _canonical(key: str, owner: Mapping[str, str], prefix: str = "") -> str:
+    if key in DEPRECATED:
+        new, why = DEPRECATED[key]
+        warnings.warn(f"config key '{prefix}{key}' is deprecated: use '{new}' ({why})", DeprecationWarning,
+                      stacklevel=4)
+        return new
     key = ALIASES.get(key, key)
     if key in owner:
         return key
-    known = sorted(set(owner) | set(ALIASES) | set(SECTIONS))
+    known = sorted(set(owner) | set(ALIASES) | set(SECTIONS) | set(DEPRECATED))
     hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    did_you_mean = f" Did you mean '{ALIASES.get(hint[0], hint[0])}'?" if hint else ""
+    suggestion = hint and (DEPRECATED[hint[0]][0] if hint[0] in DEPRECATED else ALIASES.get(hint[0], hint[0]))
+    did_you_mean = f" Did you mean '{suggestion}'?" if hint else ""
     raise ConfigError(f"unknown config key '{prefix}{key}'.{did_you_mean} Known keys: {', '.join(sorted(owner))}")
 
 

@@ -115,11 +115,11 @@ class Distiller:
         # The env the policies act in: the teacher's env without normalization (the policies normalize).
         self.env_config = Config.from_dict({"norm_obs": False, "norm_reward": False}, base=self.teacher_config)
         norm = frozen_obs_norm(self.agent)
-        teacher_policy = self.agent.trainer.net.policy
+        teacher_policy = self.agent.trainer.policy
         self.teacher = RawObsPolicy(norm, teacher_policy).eval()
         self.obs_dim, self.act_dim = env_dims(self.agent.trainer.env)
         self.student = make_student(norm, self.act_dim, cfg.hidden_sizes, cfg.activation,
-                                    log_std=teacher_policy[-1].log_std().detach())
+                                    log_std=self.agent.trainer.policy_log_std())
         space = self.agent.trainer.env.action_spec.space
         self.action_bounds = (space.low.min().item(), space.high.max().item())
         self.teacher_params = count_parameters(teacher_policy)

@@ -106,8 +106,9 @@ class AdvancedPPO:
     @torch.no_grad()
     def store(self, state, action, reward, next_state, done, truncated=False) -> dict | None:
         """Add a transition from your own env loop (or one per env: a leading batch dim ``B``). Each time
-        ``frames_per_batch`` frames are stored, runs one PPO update on them through the trainer's update path
-        (curiosity, GAE, minibatch epochs, schedules) and returns its metrics; otherwise returns None.
+        ``frames_per_batch`` frames are stored, runs one iteration on them through ``Trainer.step`` (the path
+        of ``train()``: NaN check, curiosity, GAE, minibatch epochs, schedules, plugins, counters, history) and
+        returns its metrics; otherwise returns None. A NaN/inf reward or observation raises ``NonFiniteError``.
 
         ``done``: the episode ended; ``truncated``: it ended by a time limit (GAE then bootstraps from
         ``next_state``). Observations are normalized as ``get_action`` does; rewards are used as given.
@@ -137,13 +138,7 @@ class AdvancedPPO:
             return None
         batch, self._stored = torch.stack(self._stored, dim=1), []  # [n, T], as the collector's batches
         with torch.enable_grad():
-            metrics = self.trainer.update(batch)
-        tr = self.trainer
-        tr.frames += batch.numel()
-        tr.iteration += 1
-        metrics.update(frames=tr.frames, iteration=tr.iteration, episodes=len(tr.episode_returns))
-        tr.history.append(metrics)
-        return metrics
+            return self.trainer.step(batch)  # as train() after each collection: NaN check, adapt, counters
 
     def _as_obs(self, state) -> torch.Tensor:
         obs = torch.as_tensor(np.asarray(state), dtype=torch.float32, device=self.trainer.device)

@@ -1,7 +1,9 @@
 """The PPO loop, readable top to bottom: collector -> GAE -> replay -> loss -> optimizer -> schedules.
 
-Everything a run needs to resume (networks, optimizer incl. Lookahead slow weights, normalization
-statistics, schedules, RNG states, counters, episode history) is in ``state_dict()``.
+Optional features (curiosity, demonstrations, prioritized minibatches, curriculum, dynamic batch size) are
+``Plugin``s (``aeon_trl/plugins``) whose hooks the loop calls at fixed points; the trainer does not ask which
+ones it has. Everything a run needs to resume (networks, optimizer incl. Lookahead slow weights, normalization
+statistics, schedules, plugins' states, RNG states, counters, episode history) is in ``state_dict()``.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import random
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -22,22 +24,24 @@ from torchrl.objectives.value import GAE
 
 from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from aeon_trl import env_state
-from aeon_trl.config import Config
-from aeon_trl.data.demonstrations import IS_DEMO, DemonstrationBuffer
-from aeon_trl.data.prioritized import PPOPriority
-from aeon_trl.envs import (add_observation_statistics, env_dims, freeze_observation_statistics,
-                           load_normalization_state, make_base_env, make_env, normalization_state,
+from aeon_trl.config import Config, ConfigError
+from aeon_trl.data.demonstrations import IS_DEMO
+from aeon_trl.envs import (env_dims, load_normalization_state, make_base_env, make_env, normalization_state,
                            normalize_observation)
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.optim.build import build_optimizer
-from aeon_trl.optim.schedules import (AdaptiveClipper, AdaptiveKLCoef, DynamicBatchSize, EntropyAnnealing,
-                                      KLAdaptiveLR, KLEarlyStop)
-from aeon_trl.transforms.curiosity import CuriosityModule
-from aeon_trl.transforms.curriculum import find_curriculum
+from aeon_trl.optim.schedules import AdaptiveClipper, AdaptiveKLCoef, EntropyAnnealing, KLAdaptiveLR, KLEarlyStop
+from aeon_trl.plugins import Plugin, build_plugins, legacy_plugin_states
+from aeon_trl.transforms.curriculum import evaluate_on_hardest_level
 
 LOSS_KEYS = ("loss_objective", "loss_critic", "loss_entropy", "loss_kl")
 DIAGNOSTIC_KEYS = ("kl_approx", "clip_fraction", "entropy", "explained_variance")
+# What apply_hparams() cannot change on a built trainer: they shape the env, the networks, the buffers, the
+# optimizer's state or which features run. A new value of one of them needs a new Trainer.
+BUILT_SECTIONS = ("env", "model", "curiosity", "replay", "demo", "shaping")
+BUILT_KEYS = frozenset({"steps_per_env", "minibatch_size", "seed", "device", "torch_threads", "optimizer",
+                        "lookahead", "lookahead_k", "lookahead_alpha", "adaptive_clip"})
 
 
 class NonFiniteError(FloatingPointError):
@@ -91,34 +95,6 @@ class Trainer:
         end = p.entropy_coef_end if p.entropy_coef_end >= 0 else p.entropy_coef
         self.entropy = EntropyAnnealing(p.entropy_coef, end)
         self.early_stop = KLEarlyStop(p.kl_target if p.kl_early_stop else None)
-        # ICM intrinsic reward on each collected batch, before GAE (its own loss and optimizer).
-        self.curiosity = CuriosityModule.from_config(obs_dim, act_dim, cfg.curiosity, self.device) \
-            if cfg.curiosity.curiosity else None
-        sh = cfg.shaping
-        self.curriculum = find_curriculum(self.env)  # the env's SpeedCurriculum transform, if any
-        self.batch_sizer = DynamicBatchSize(cfg.train.steps_per_env, cfg.env.num_envs, sh.dynamic_batch_cap,
-                                            sh.dynamic_batch_growth, sh.dynamic_batch_cv) if sh.dynamic_batch else None
-        self.frames_per_batch = cfg.frames_per_batch  # grows with dynamic batch sizing
-        # With dynamic batch sizing the storage holds the cap; the sampler draws from what the batch filled.
-        capacity = sh.dynamic_batch_cap if sh.dynamic_batch else cfg.frames_per_batch
-        r = cfg.replay
-        self.priority = PPOPriority(r.priority_key, r.priority_alpha, r.priority_beta, r.priority_beta_end,
-                                    p.gamma) if r.prioritized else None
-        if self.priority is not None:
-            self.buffer = self.priority.make_buffer(capacity, cfg.train.batch_size, self.device)
-        else:
-            self.buffer = ReplayBuffer(storage=LazyTensorStorage(capacity, device=self.device),
-                                       sampler=SamplerWithoutReplacement(), batch_size=cfg.train.batch_size)
-        self.demos = DemonstrationBuffer.from_file(cfg.demo.demos, env=self.env, env_id=cfg.env.env_id) \
-            if cfg.demo.demos else None
-        if self.demos is not None and cfg.demo.demo_obs_stats:
-            add_observation_statistics(self.env, self.demos.transitions.get("observation"))
-        if self.demos is not None and cfg.ppo.critic_warmup == 0:
-            warnings.warn("demonstrations with critic_warmup=0: the first PPO updates see the initial policy's "
-                          "log-probs and an untrained critic's advantages, which can undo the cloned policy; "
-                          "critic_warmup=5 kept it on Hopper-v5 (benchmarks/RESULTS.md, demonstrations)",
-                          UserWarning, stacklevel=2)
-        self.loss_keys = LOSS_KEYS + (("loss_demo",) if self.demos is not None else ())
         # The uniform buffer stores only what the loss reads: each minibatch then gathers ~7 tensors, not ~24.
         keys = self.loss.tensor_keys
         self.update_keys = list(dict.fromkeys([*self.actor.in_keys, *self.critic.in_keys, keys.action,
@@ -134,32 +110,56 @@ class Trainer:
         # Called with the network after each backward pass, before clipping: data-parallel
         # training all-reduces gradients here without the loop knowing about torch.distributed.
         self.gradient_hooks: list[Callable[[torch.nn.Module], None]] = []
+        self.frames_per_batch = cfg.frames_per_batch  # a plugin may resize it (dynamic batch size)
+        # The features the config switches on; the curiosity plugin's networks draw from torch's RNG here.
+        self.plugins: list[Plugin] = build_plugins(cfg, self.env, obs_dim, act_dim, self.device)
+        for plugin in self.plugins:
+            plugin.register(self)
+        capacity = cfg.frames_per_batch
+        for plugin in self.plugins:
+            capacity = plugin.batch_capacity(capacity)
+        buffers = [b for b in (pl.make_buffer(capacity, cfg.train.minibatch_size) for pl in self.plugins)
+                   if b is not None]  # a plugin's (prioritized) buffer, else the uniform one
+        self.buffer = buffers[0] if buffers else ReplayBuffer(
+            storage=LazyTensorStorage(capacity, device=self.device), sampler=SamplerWithoutReplacement(),
+            batch_size=cfg.train.minibatch_size)
+        self.loss_keys = LOSS_KEYS + tuple(k for plugin in self.plugins for k in plugin.loss_keys)
+
+    # ---- plugins ------------------------------------------------------------------------
+    def plugin(self, name: str) -> Plugin | None:
+        """The plugin called ``name`` ("curiosity", "demonstrations", "prioritized", "curriculum",
+        "dynamic_batch"), or None when this run does not use it."""
+        return next((plugin for plugin in self.plugins if plugin.name == name), None)
+
+    # ---- the policy, for those who use it outside the loop (distillation, export) ------------
+    @property
+    def policy(self) -> torch.nn.Module:
+        """The policy network: observation -> (loc, scale) of the Gaussian over actions."""
+        return self.net.policy
+
+    def policy_log_std(self) -> torch.Tensor:
+        """The Gaussian head's state-independent log std ``[act_dim]`` (detached)."""
+        return self.net.policy[-1].log_std().detach()
 
     # ---- collection ---------------------------------------------------------------------
     def collect(self) -> TensorDictBase:
         """One on-policy batch ``[num_envs, steps_per_env]``; the collector starts on first use."""
         if self._collector is None:
             # The collector's construction draws from torch's RNG; a resumed run builds it again, so keep
-            # the stream untouched to sample the same actions as the uninterrupted run. use_buffers=False with
-            # dynamic batch sizing: the rollout is stacked per batch instead of written into a buffer of a fixed
-            # length, so the rollout length can change between batches.
+            # the stream untouched to sample the same actions as the uninterrupted run. use_buffers=False when a
+            # plugin varies the batch size: the rollout is stacked per batch instead of written into a buffer of
+            # a fixed length, so the rollout length can change between batches.
+            varies = any(plugin.varies_batch_size for plugin in self.plugins)
             with torch.random.fork_rng(devices=[]):
                 self._collector = Collector(
                     self.env, self.actor, frames_per_batch=self.frames_per_batch, total_frames=-1,
                     policy_device=self.device, storing_device=self.device, env_device="cpu",
-                    use_buffers=False if self.batch_sizer else None)
+                    use_buffers=False if varies else None)
             self._batches = iter(self._collector)
             if self._resumed_env is not None:
                 self._restore_env(self._resumed_env)
                 self._resumed_env = None
-        batch = next(self._batches)
-        for key in (("next", "observation"), ("next", "reward")):  # a NaN obs makes a NaN reward
-            if not torch.isfinite(batch.get(key)).all():
-                raise NonFiniteError(f"the env returned NaN/inf in {key}; check the env or its reward wrapper. "
-                                     "Training stopped; the last checkpoint is unchanged.")
-        done = batch.get(("next", "done")).squeeze(-1)
-        self.episode_returns.extend(batch.get(("next", "episode_reward"))[done].flatten().tolist())
-        return batch
+        return next(self._batches)
 
     def _restore_env(self, saved: dict) -> None:
         """After the collector's first reset: the checkpoint's statistics (that reset updated them), and where
@@ -178,10 +178,12 @@ class Trainer:
 
     # ---- update -------------------------------------------------------------------------
     def minibatch(self) -> TensorDictBase:
-        """A minibatch of the current on-policy batch, with demonstration rows mixed in when configured."""
-        if self.demos is None:
-            return self.buffer.sample()
-        return self.demos.sample(self.cfg.train.batch_size, self.buffer, self.cfg.demo.demo_ratio)
+        """The next minibatch of the current on-policy batch (a plugin may draw it: demonstrations mix theirs in)."""
+        for plugin in self.plugins:
+            minibatch = plugin.sample_minibatch()
+            if minibatch is not None:
+                return minibatch
+        return self.buffer.sample()
 
     def optimize_minibatch(self, minibatch: TensorDictBase, critic_only: bool = False) -> TensorDictBase:
         """One optimizer step of the loss on ``minibatch`` (of the critic's loss alone with ``critic_only``);
@@ -212,39 +214,39 @@ class Trainer:
         return out
 
     def update(self, batch: TensorDictBase) -> dict[str, float]:
+        """The PPO update on one batch ``[num_envs, T]``: advantages, then ``epochs`` passes of minibatches."""
         cfg = self.cfg
         progress = self.frames / self.total_timesteps
         self.loss.entropy_coeff.fill_(self.entropy.value(progress))
-        if self.demos is not None:  # DAPG: behaviour-cloning initialization, then lambda_0 * lambda_1^k
-            self.loss.demo_coef.fill_(cfg.demo.demo_coef * cfg.demo.demo_coef_decay ** self.iteration)
-            if self.iteration == 0:
-                self.pretrain_on_demos()
+        if self.iteration == 0:
+            for plugin in self.plugins:
+                plugin.on_start()  # before the first update: behaviour-cloning pre-training on demonstrations
         lr = self.lr_schedule.anneal(progress)
-        curiosity_metrics = {} if self.curiosity is None else \
-            self.curiosity.process(batch, progress, cfg.train.batch_size)  # ("next", "reward") += coef * r_i
+        plugin_metrics: dict[str, float] = {}
+        for plugin in self.plugins:
+            plugin_metrics.update(plugin.on_batch(batch, progress))  # curiosity: ("next", "reward") += coef * r_i
         with torch.no_grad():
             # Values of s and s' (all ensemble heads: value clipping needs the old per-head values),
             # then GAE reads them and writes advantage and value_target.
             self.critic(batch)
             self.critic(batch.get("next"))
             self.advantage(batch)
-        if self.priority is not None:
-            self.priority.fill(self.buffer, batch.reshape(-1), self.loss, progress)
-        else:
+        flat = batch.reshape(-1)
+        if not any(plugin.fill_buffer(flat, progress) for plugin in self.plugins):  # prioritized: its own
             self.buffer.empty()
-            self.buffer.extend(batch.reshape(-1).select(*self.update_keys))
+            self.buffer.extend(flat.select(*self.update_keys))
         # critic_warmup: the policy stands still (KL 0), so the KL-driven lr, early stop and clip stay as they are.
         warmup = self.iteration < cfg.ppo.critic_warmup
         sums: dict[str, float] = {k: 0.0 for k in self.loss_keys + DIAGNOSTIC_KEYS}
         steps = 0
-        minibatches = max(1, batch.numel() // cfg.train.batch_size)
+        minibatches = max(1, batch.numel() // cfg.train.minibatch_size)
         for epoch in range(cfg.train.epochs):
             epoch_kl = 0.0
             for _ in range(minibatches):
                 minibatch = self.minibatch()
                 out = self.optimize_minibatch(minibatch, critic_only=warmup)
-                if self.priority is not None:
-                    self.priority.update(self.buffer, minibatch, self.loss)
+                for plugin in self.plugins:
+                    plugin.on_minibatch(minibatch, out)  # prioritized: the rows' new priorities
                 for k in sums:
                     sums[k] += out.get(k).item() if k in out.keys() else float("nan")
                 epoch_kl += out.get("kl_approx").item() if not warmup else 0.0
@@ -264,18 +266,8 @@ class Trainer:
         metrics.update(lr=lr, epochs_run=epoch + 1, clip_epsilon=self.loss.clip_epsilon.item(),
                        kl_coef=self.loss.kl_coef.item(), entropy_coef=self.loss.entropy_coeff.item(),
                        demo_coef=self.loss.demo_coef.item(),
-                       value_std=batch.get("state_value_std").mean().item(), **curiosity_metrics)
+                       value_std=batch.get("state_value_std").mean().item(), **plugin_metrics)
         return metrics
-
-    def pretrain_on_demos(self) -> None:
-        """DAPG's behaviour-cloning initialization, after the first batch has folded the states of the initial
-        policy into the obs statistics: cloned on demo states alone, the policy meets a shifted normalization as
-        soon as its own states arrive (measured: eval 130 instead of 2524 on Hopper-v5). The first batch's
-        log-probs are then those of the initial policy, so use ``critic_warmup`` >= 1 with demonstrations."""
-        for _ in range(self.cfg.demo.demo_pretrain_steps):
-            self.optimize_minibatch(self.demos.sample(self.cfg.train.batch_size, None))
-        if self.cfg.demo.demo_freeze_obs_stats:
-            freeze_observation_statistics(self.env)
 
     def _adapt_to_kl(self, metrics: dict[str, float]) -> None:
         """The KL-driven schedules between updates: adaptive clip range and KL penalty."""
@@ -286,21 +278,13 @@ class Trainer:
         if self.kl_coef is not None:
             self.loss.kl_coef.fill_(self.kl_coef.update(metrics["kl_approx"]))
 
-    # ---- shaping: curriculum and batch size ------------------------------------------------
+    # ---- between batches: what the plugins adapt, and the batch size -----------------------
     def adapt(self, batch: TensorDictBase) -> dict[str, float]:
-        """Grow the batch if episode lengths are stable; report the batch size and curriculum level."""
-        metrics = {"frames_per_batch": batch.numel()}
-        if self.batch_sizer is not None:
-            done = batch.get(("next", "done")).squeeze(-1)
-            lengths = batch.get(("next", "step_count")).squeeze(-1)[done].tolist()
-            steps = self.batch_sizer.update(lengths)
-            if self.metric_reducer is not None:  # data-parallel ranks must run the same number of minibatches
-                steps = self.batch_sizer.steps_per_env = round(self.metric_reducer(float(steps)))
-            self.resize_batch(steps * self.cfg.env.num_envs)
-        if self.curriculum is not None:
-            c = self.curriculum.curriculum
-            metrics.update(curriculum_level=c.level, curriculum_target=self.curriculum.target,
-                           curriculum_success_rate=c.success_rate, curriculum_solved=float(c.solved))
+        """After the update on ``batch``: the plugins adapt the next batch (its size, the curriculum level) and
+        report on it."""
+        metrics: dict[str, float] = {}
+        for plugin in self.plugins:
+            metrics.update(plugin.after_update(batch))
         return metrics
 
     def resize_batch(self, frames_per_batch: int) -> None:
@@ -309,6 +293,73 @@ class Trainer:
         if self._collector is not None:
             # torchrl 0.14's Collector has no public resize; this is its own constructor's setter.
             self._collector._setup_frames_per_batch(frames_per_batch)
+
+    # ---- hyperparameters ----------------------------------------------------------------
+    def apply_hparams(self, cfg: Config, changed: Iterable[str] | None = None) -> list[str]:
+        """Make ``cfg`` the trainer's config and write its hyperparameters where the trainer holds them between
+        updates: the loss's coefficients (and their adaptive schedules), the optimizer's param groups, the lr,
+        entropy and KL schedules, GAE. Returns the keys written, sorted.
+
+        ``changed``: the keys whose new values the trainer does not hold yet; default: those that differ between
+        its config and ``cfg``. After ``load_state_dict`` of a checkpoint trained with another config, these are
+        the keys that differ from the checkpoint's config (the load wrote its values back). A written
+        ``clip_epsilon`` / ``kl_coef`` restarts its adaptation from the new value; a new ``lr`` scales the lr in
+        effect by new/old (the KL-adapted multiplier and the annealing progress carry over). Keys that shape the
+        env, the networks, the buffers, the optimizer's state or the features (``BUILT_SECTIONS``,
+        ``BUILT_KEYS``) need a new Trainer: ``ConfigError``."""
+        built = [k for k in self.cfg.changed_keys(cfg) if k in BUILT_KEYS
+                 or any(k in getattr(self.cfg, section).__dataclass_fields__ for section in BUILT_SECTIONS)]
+        if (cfg.ppo.kl_coef > 0) != (self.kl_coef is not None):
+            built.append("kl_coef (on/off)")
+        if built:
+            raise ConfigError(f"apply_hparams cannot change {', '.join(built)} of a built Trainer: they shape "
+                              "its env, networks, buffers, optimizer or features; build a new Trainer")
+        changed = sorted(set(self.cfg.changed_keys(cfg) if changed is None else changed))
+        self.cfg = cfg
+        p, o, loss, sched = cfg.ppo, cfg.optim, self.loss, self.lr_schedule
+        if "clip_epsilon" in changed:
+            loss.clip_epsilon.fill_(p.clip_epsilon)
+            if self.clipper is not None:
+                self.clipper.value = p.clip_epsilon
+        if "critic_coef" in changed:
+            loss.critic_coeff.fill_(p.critic_coef)
+        if "clip_value" in changed and loss.clip_value is not None:
+            loss.clip_value.fill_(p.clip_value)
+        if "kl_coef" in changed:
+            loss.kl_coef.fill_(p.kl_coef)
+            if self.kl_coef is not None:
+                self.kl_coef.value = p.kl_coef
+        groups = self.optimizer.param_groups
+        for group in groups:
+            if "wd" in changed:
+                group["weight_decay"] = o.wd
+            if "adam_eps" in changed and "eps" in group:
+                group["eps"] = o.adam_eps
+        if "lr" in changed:
+            ratio = o.lr / sched.base_lrs[0]
+            sched.base_lrs = [b * ratio for b in sched.base_lrs]
+            for group, base in zip(groups, sched.base_lrs):
+                group["lr"] = base * sched.multiplier * sched.anneal_factor
+        # Built from the config in __init__, with no adapted state to keep: rewritten from it.
+        if {"gamma", "gae_lambda"} & set(changed):
+            self.advantage.gamma.fill_(p.gamma)
+            self.advantage.lmbda.fill_(p.gae_lambda)
+        if {"entropy_coef", "entropy_coef_end"} & set(changed):
+            self.entropy.start = float(p.entropy_coef)
+            self.entropy.end = float(p.entropy_coef_end if p.entropy_coef_end >= 0 else p.entropy_coef)
+        if {"kl_target", "adaptive_lr", "kl_early_stop"} & set(changed):
+            sched.kl_target = p.kl_target if o.adaptive_lr else None
+            self.early_stop.kl_target = p.kl_target if p.kl_early_stop else None
+            for schedule in (self.clipper, self.kl_coef):
+                if schedule is not None:
+                    schedule.kl_target = p.kl_target
+        if {"min_lr", "max_lr"} & set(changed):
+            sched.min_lr, sched.max_lr = o.min_lr, o.max_lr
+        if "anneal_lr" in changed:
+            sched.anneal_end = 0.0 if o.anneal_lr else 1.0
+        if "normalize_advantage" in changed:
+            loss.normalize_advantage = p.normalize_advantage
+        return changed
 
     # ---- the loop -----------------------------------------------------------------------
     def train(self, total_timesteps: int | None = None,
@@ -322,25 +373,46 @@ class Trainer:
         while self.frames < min(total, until or total):
             t0 = time.perf_counter()
             batch = self.collect()
-            t1 = time.perf_counter()
-            metrics = self.update(batch)
-            t2 = time.perf_counter()
-            self.frames += batch.numel()
-            metrics.update(self.adapt(batch))
-            self.iteration += 1
-            recent = self.episode_returns[-100:]
-            metrics.update(
-                frames=self.frames, iteration=self.iteration, episodes=len(self.episode_returns),
-                episode_return=float(np.mean(recent[-20:])) if recent else float("nan"),
-                collect_fps=batch.numel() / (t1 - t0), steps_per_second=batch.numel() / (t2 - t0))
-            every = self.cfg.train.eval_every
-            if every and self.iteration % every == 0 and self.cfg.train.eval_episodes:
-                metrics["eval_return"] = float(np.mean(self.evaluate(self.cfg.train.eval_episodes)))
-            self.history.append(metrics)
+            metrics = self.step(batch, collect_seconds=time.perf_counter() - t0)
             if on_iteration is not None:
                 on_iteration(self, metrics)
         wall = time.perf_counter() - start
         return self.summary(wall, self.frames - start_frames)
+
+    def step(self, batch: TensorDictBase, collect_seconds: float | None = None) -> dict[str, float]:
+        """One iteration on a batch ``[num_envs, T]``: the NaN check, the update, the plugins' adaptation, the
+        counters and one row of ``history`` (returned); every ``eval_every`` iterations an evaluation.
+
+        ``collect_seconds``: how long the collector took (``train`` passes it). A batch from elsewhere
+        (``AdvancedPPO.store``) has no collection statistics: its caller counts the episode returns (the batch
+        has no ``episode_reward``), and its row has no ``frames_per_batch``, ``episode_return`` or speeds."""
+        for key in (("next", "observation"), ("next", "reward")):  # a NaN obs makes a NaN reward
+            if not torch.isfinite(batch.get(key)).all():
+                raise NonFiniteError(f"the env returned NaN/inf in {key}; check the env or its reward wrapper. "
+                                     "Training stopped; the last checkpoint is unchanged.")
+        collected = collect_seconds is not None
+        if collected:
+            done = batch.get(("next", "done")).squeeze(-1)
+            self.episode_returns.extend(batch.get(("next", "episode_reward"))[done].flatten().tolist())
+        t0 = time.perf_counter()
+        metrics = self.update(batch)
+        update_seconds = time.perf_counter() - t0
+        self.frames += batch.numel()
+        if collected:
+            metrics["frames_per_batch"] = batch.numel()
+        metrics.update(self.adapt(batch))
+        self.iteration += 1
+        metrics.update(frames=self.frames, iteration=self.iteration, episodes=len(self.episode_returns))
+        if collected:
+            recent = self.episode_returns[-100:]
+            metrics.update(episode_return=float(np.mean(recent[-20:])) if recent else float("nan"),
+                           collect_fps=batch.numel() / collect_seconds,
+                           steps_per_second=batch.numel() / (collect_seconds + update_seconds))
+        every = self.cfg.train.eval_every
+        if every and self.iteration % every == 0 and self.cfg.train.eval_episodes:
+            metrics["eval_return"] = float(np.mean(self.evaluate(self.cfg.train.eval_episodes)))
+        self.history.append(metrics)
+        return metrics
 
     def summary(self, wall_time: float, frames: int) -> dict:
         returns = self.episode_returns
@@ -367,9 +439,7 @@ class Trainer:
         env = make_env(self.cfg, num_envs=n_episodes, base_env=self.eval_env_fn(n_episodes, eval_seed))
         try:
             load_normalization_state(env, normalization_state(self.env), freeze=True)
-            curriculum = find_curriculum(env)
-            if curriculum is not None:  # a curriculum is a means: evaluation is on its hardest level
-                curriculum.curriculum.level, curriculum.frozen = curriculum.curriculum.num_levels - 1, True
+            evaluate_on_hardest_level(env)  # a curriculum is a means: evaluation is on its hardest level
             return rollout_returns(env, self.actor, episode_limit(self.cfg), deterministic)
         finally:
             env.close()
@@ -390,11 +460,8 @@ class Trainer:
             },
             "normalization": normalization_state(self.env),
             "env_runtime": self._env_runtime(),
-            "curiosity": self.curiosity.state_dict() if self.curiosity else {},
             "counters": {"frames": self.frames, "iteration": self.iteration},
-            "shaping": {"frames_per_batch": self.frames_per_batch,
-                        "batch_sizer": self.batch_sizer.state_dict() if self.batch_sizer else {},
-                        "curriculum": self.curriculum.curriculum.state_dict() if self.curriculum else {}},
+            "plugins": {plugin.name: plugin.state_dict() for plugin in self.plugins},
             "episode_returns": torch.tensor(self.episode_returns, dtype=torch.float64),
             "history": self.history,
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()[1]},
@@ -421,19 +488,13 @@ class Trainer:
         if self.kl_coef and sched["kl_coef"]:
             self.kl_coef.load_state_dict(sched["kl_coef"])
         load_normalization_state(self.env, state["normalization"])
-        if self.demos is not None and self.cfg.demo.demo_freeze_obs_stats and state["counters"]["iteration"] > 0:
-            freeze_observation_statistics(self.env)  # as pretrain_on_demos() left them
         self._resumed_env = {"normalization": state["normalization"], **state.get("env_runtime", {})}
-        if self.curiosity and state.get("curiosity"):
-            self.curiosity.load_state_dict(state["curiosity"])
         self.frames = state["counters"]["frames"]
         self.iteration = state["counters"]["iteration"]
-        shaping = state.get("shaping", {})  # absent in checkpoints older than curriculum/dynamic batch
-        if self.batch_sizer and shaping.get("batch_sizer"):
-            self.batch_sizer.load_state_dict(shaping["batch_sizer"])
-            self.resize_batch(shaping["frames_per_batch"])
-        if self.curriculum and shaping.get("curriculum"):
-            self.curriculum.curriculum.load_state_dict(shaping["curriculum"])
+        # Checkpoints written before the plugins had their own entry keep theirs under "curiosity" / "shaping".
+        saved = state["plugins"] if "plugins" in state else legacy_plugin_states(state)
+        for plugin in self.plugins:
+            plugin.load_state_dict(saved.get(plugin.name) or {})
         self.episode_returns = state["episode_returns"].tolist()
         self.history = list(state["history"])
         torch.set_rng_state(state["rng"]["torch"])

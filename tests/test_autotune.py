@@ -19,7 +19,7 @@ from aeon_trl.tuning import ParamSpec, TuningConfig, reapply_hyperparameters
 TINY = {"env_id": "Pendulum-v1", "num_envs": 4, "steps_per_env": 32, "batch_size": 64, "epochs": 2,
         "max_episode_steps": 50, "eval_episodes": 0, "progress": False}
 PARAMS = {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "clip_range": {"low": 0.1, "high": 0.3},
-          "epochs": {"low": 1, "high": 4}, "batch_size": [32, 64, 128]}
+          "epochs": {"low": 1, "high": 4}, "minibatch_size": [32, 64, 128]}
 
 
 def tuning(**kw):
@@ -35,7 +35,7 @@ def spec(key, value):
 @pytest.mark.parametrize("key,value", [("lr", {"low": 1e-5, "high": 1e-2, "log": True}),
                                        ("gae_lambda", {"low": 0.9, "high": 1.0}),
                                        ("epochs", {"low": 3, "high": 12}),
-                                       ("batch_size", [256, 512, 1024])])
+                                       ("minibatch_size", [256, 512, 1024])])
 def test_sample_perturb_mutate_stay_in_bounds(key, value):
     s = spec(key, value)
     rng = np.random.default_rng(0)
@@ -72,7 +72,7 @@ def test_perturbation_sizes_match_a_naive_reference():
     assert all(lin.perturb(1.0, rng, 0.2) < 1.0 for _ in range(100))
     assert all(log.perturb(1e-5, rng, 0.2) > 1e-5 for _ in range(100))
     # a choice only changes by resampling
-    choice = spec("batch_size", [256, 512])
+    choice = spec("minibatch_size", [256, 512])
     assert all(choice.mutate(256, rng, 0.0, 0.2) == 256 for _ in range(50))
     assert {choice.mutate(256, rng, 1.0, 0.2) for _ in range(50)} == {256, 512}
 
@@ -80,11 +80,11 @@ def test_perturbation_sizes_match_a_naive_reference():
 def test_explore_perturbs_every_numeric_key_within_bounds(tmp_path):
     tuner = AutoTuner(TINY, tuning(mutation_rate=0.0), tune_dir=tmp_path, executor="inline")
     rng = np.random.default_rng(0)
-    parent = {"lr": 1e-3, "clip_epsilon": 0.2, "epochs": 2, "batch_size": 64}
+    parent = {"lr": 1e-3, "clip_epsilon": 0.2, "epochs": 2, "minibatch_size": 64}
     for _ in range(100):
         child = tuner.explore(parent, rng)
         assert child["lr"] != parent["lr"] and child["clip_epsilon"] != parent["clip_epsilon"]
-        assert child["epochs"] != parent["epochs"] and child["batch_size"] == 64  # choices: only resampled
+        assert child["epochs"] != parent["epochs"] and child["minibatch_size"] == 64  # choices: only resampled
         assert all(tuner.tuning.parameters[k].contains(v) for k, v in child.items())
 
 
@@ -204,7 +204,7 @@ def test_exploit_copies_checkpoint_and_resume_skips_finished_members(tmp_path, m
     assert copied["config"] == original["config"]  # the parent's optimizer/schedules/statistics came along
     parent_hp = state["history"][0]["members"][parent]["hparams"]
     child_hp = state["members"][loser]["hparams"]
-    assert child_hp != parent_hp and child_hp["batch_size"] in (32, 64, 128)
+    assert child_hp != parent_hp and child_hp["minibatch_size"] in (32, 64, 128)
 
     calls.clear()
     best = AutoTuner(TINY, tuning(), tune_dir=tmp_path, executor="inline", log=None).run(2)
@@ -234,7 +234,7 @@ def _tuning_yaml(tmp_path, **kw):
 
 
 def test_aeon_tune_refuses_bad_input_with_exit_code_2(tmp_path, capsys):
-    from pipelines.tune import main
+    from aeon_trl.cli.tune import main
     overrides = [f"{k}={v}" for k, v in TINY.items()]
     assert main(["--tuning", _tuning_yaml(tmp_path, population_size=1), "--tune-dir", str(tmp_path / "t"),
                  *overrides]) == 2
@@ -246,8 +246,8 @@ def test_aeon_tune_refuses_bad_input_with_exit_code_2(tmp_path, capsys):
 def test_aeon_tune_writes_table_plots_and_a_best_config_aeon_train_accepts(tmp_path, capsys):
     import argparse
 
-    from pipelines.train import build_config
-    from pipelines.tune import main
+    from aeon_trl.cli.train import build_config
+    from aeon_trl.cli.tune import main
     tune_dir = tmp_path / "t"
     assert main(["--tuning", _tuning_yaml(tmp_path), "--tune-dir", str(tune_dir), "--generations", "1", "--inline",
                  *[f"{k}={v}" for k, v in TINY.items()]]) == 0
@@ -259,5 +259,5 @@ def test_aeon_tune_writes_table_plots_and_a_best_config_aeon_train_accepts(tmp_p
     best_hp = state["history"][-1]["members"][state["history"][-1]["ranking"][0]]["hparams"]
     cfg, _, _ = build_config(argparse.Namespace(resume=None, config=str(tune_dir / "best.yaml"), overrides=[],
                                                 no_preset=False, run_dir=None))
-    assert cfg.optim.lr == pytest.approx(best_hp["lr"]) and cfg.train.batch_size == best_hp["batch_size"]
+    assert cfg.optim.lr == pytest.approx(best_hp["lr"]) and cfg.train.minibatch_size == best_hp["minibatch_size"]
     assert cfg.env.env_id == "Pendulum-v1" and cfg.train.total_timesteps == 256

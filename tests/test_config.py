@@ -2,7 +2,7 @@
 
 import pytest
 
-from aeon_trl.config import Config, ConfigError
+from aeon_trl.config import PRESETS, Config, ConfigError
 
 # The seed's dict keys, each with a non-default value so a key landing in the wrong field (or being
 # silently dropped) shows up as a mismatch.
@@ -14,7 +14,7 @@ def test_defaults_validate():
     cfg = Config()
     cfg.validate()  # explicit second call: validation is repeatable, not a one-shot side effect
     assert cfg.frames_per_batch == cfg.env.num_envs * cfg.train.steps_per_env
-    assert cfg.train.batch_size <= cfg.frames_per_batch
+    assert cfg.train.minibatch_size <= cfg.frames_per_batch
 
 
 def test_seed_keys_land_in_the_right_fields():
@@ -25,7 +25,7 @@ def test_seed_keys_land_in_the_right_fields():
     assert cfg.optim.adaptive_lr is False
     assert cfg.ppo.gamma == 0.98
     assert cfg.ppo.gae_lambda == 0.9
-    assert cfg.train.batch_size == 256
+    assert cfg.train.minibatch_size == 256
     assert cfg.train.epochs == 4
     assert cfg.optim.lr == 1e-3
     assert cfg.optim.wd == 1e-4
@@ -93,7 +93,7 @@ def test_unknown_key_from_the_command_line_says_did_you_mean():
     ({"gae_lambda": -0.1}, "gae_lambda"),
     ({"lr": -1e-3}, "lr"),
     ({"num_envs": 0}, "num_envs"),
-    ({"num_envs": 4, "steps_per_env": 8, "batch_size": 33}, "batch_size"),
+    ({"num_envs": 4, "steps_per_env": 8, "minibatch_size": 33}, "minibatch_size"),
     ({"env_backend": "pool"}, "env_backend"),
     ({"activation": "gelu"}, "activation"),
     ({"hidden_sizes": []}, "hidden_sizes"),
@@ -169,9 +169,9 @@ def test_for_run_layers_defaults_preset_and_overrides(tmp_path):
     """One builder for every command: defaults, then the env's preset, then overrides; a file replaces both."""
     cfg, preset = Config.for_run(["env_id=HalfCheetah-v5", "lr=1e-3"])
     assert preset is not None and preset.name == "HalfCheetah-v5.yaml"
-    assert cfg.model.gating and cfg.train.batch_size == 2048 and cfg.optim.lr == 1e-3
+    assert cfg.model.gating and cfg.train.minibatch_size == 2048 and cfg.optim.lr == 1e-3
     cfg, preset = Config.for_run(["env_id=HalfCheetah-v5", "batch_size=1024"])
-    assert cfg.train.batch_size == 1024 and cfg.model.gating  # overrides win over the preset
+    assert cfg.train.minibatch_size == 1024 and cfg.model.gating  # overrides win over the preset
     cfg, preset = Config.for_run(["env_id=HalfCheetah-v5"], preset=False)
     assert preset is None and cfg.to_dict() == Config().to_dict()
     own = tmp_path / "own.yaml"
@@ -179,3 +179,38 @@ def test_for_run_layers_defaults_preset_and_overrides(tmp_path):
     cfg, preset = Config.for_run(["env_id=HalfCheetah-v5"], config_file=own)
     assert preset is None and not cfg.model.gating and cfg.optim.lr == 0.002
     assert Config.for_run(["env_id=Walker2d-v5"]) == (Config().with_overrides(["env_id=Walker2d-v5"]), None)
+
+
+def test_minibatch_size_and_the_deprecated_batch_size_key(recwarn):
+    cfg = Config.from_dict({"num_envs": 4, "steps_per_env": 8, "minibatch_size": 16})
+    assert cfg.train.minibatch_size == 16 and not [w for w in recwarn if w.category is DeprecationWarning]
+    with pytest.warns(DeprecationWarning, match="'batch_size' is deprecated: use 'minibatch_size'"):
+        old = Config.from_dict({"num_envs": 4, "steps_per_env": 8, "batch_size": 16})
+    assert old == cfg
+    with pytest.warns(DeprecationWarning):
+        assert Config().with_overrides(["batch_size=512"]).train.minibatch_size == 512
+    with pytest.warns(DeprecationWarning):
+        assert cfg.train.batch_size == 16  # the old attribute reads the minibatch
+    # a checkpoint's config from before the rename (train.batch_size, curiosity.curiosity) still loads
+    saved = Config().to_dict()
+    saved["train"]["batch_size"] = saved["train"].pop("minibatch_size") // 2
+    saved["curiosity"]["curiosity"] = not saved["curiosity"].pop("enabled")
+    with pytest.warns(DeprecationWarning):
+        loaded = Config.from_dict(saved)
+    assert loaded.train.minibatch_size == 512 and loaded.curiosity.enabled
+    assert "minibatch_size" in Config().to_dict()["train"] and "batch_size" not in Config().to_dict()["train"]
+
+
+def test_presets_use_the_current_names():
+    for path in sorted(PRESETS.rglob("*.yaml")):
+        text = path.read_text()
+        assert "batch_size:" not in text.replace("minibatch_size:", "") and "curiosity: true" not in text, path
+        Config.load(path)
+
+
+def test_upgrade_dict_reads_an_old_saved_config_in_todays_names(recwarn):
+    saved = Config().to_dict()
+    saved["train"]["batch_size"] = saved["train"].pop("minibatch_size")
+    saved["curiosity"]["curiosity"] = saved["curiosity"].pop("enabled")
+    assert Config.upgrade_dict(saved) == Config().to_dict()
+    assert not [w for w in recwarn if w.category is DeprecationWarning]

@@ -133,7 +133,7 @@ def test_trainer_combines_rewards_before_gae_and_checkpoint_round_trip(tmp_path)
         episode_reward = batch["next", "episode_reward"].clone()
         metrics = trainer.update(batch)
         nxt = batch["next"]
-        coef = trainer.curiosity.transform.coef.item()
+        coef = trainer.plugin("curiosity").transform.coef.item()
         assert coef == pytest.approx(0.5 + (0.1 - 0.5) * 128 / 128)  # progress = frames / total = 1
         torch.testing.assert_close(nxt["reward"], nxt["extrinsic_reward"] + coef * nxt["intrinsic_reward"])
         torch.testing.assert_close(nxt["episode_reward"], episode_reward)  # the logged return stays extrinsic
@@ -146,10 +146,10 @@ def test_trainer_combines_rewards_before_gae_and_checkpoint_round_trip(tmp_path)
         trainer.close()
     other = Trainer(cfg)
     try:
-        before = {k: v.clone() for k, v in other.curiosity.transform.state_dict().items()}
+        before = {k: v.clone() for k, v in other.plugin("curiosity").transform.state_dict().items()}
         other.load(path)
-        saved = trainer.curiosity.state_dict()
-        loaded = other.curiosity.state_dict()
+        saved = trainer.plugin("curiosity").state_dict()
+        loaded = other.plugin("curiosity").state_dict()
         for k, v in saved["transform"].items():
             torch.testing.assert_close(loaded["transform"][k], v)
         assert any(not torch.equal(before[k], v) for k, v in saved["transform"].items())  # something was loaded
@@ -164,10 +164,10 @@ def test_trainer_combines_rewards_before_gae_and_checkpoint_round_trip(tmp_path)
 
 def test_config_keys_and_validation_errors():
     flat = Config().with_overrides(["curiosity=true", "curiosity_coef=0.05", "curiosity.curiosity_eta=2"])
-    assert (flat.curiosity.curiosity, flat.curiosity.curiosity_coef, flat.curiosity.curiosity_eta) == (True, 0.05, 2.0)
+    assert (flat.curiosity.enabled, flat.curiosity.curiosity_coef, flat.curiosity.curiosity_eta) == (True, 0.05, 2.0)
     nested = Config.from_dict({"curiosity": {"curiosity": True, "curiosity_feature_dim": 8}})
-    assert nested.curiosity.curiosity and nested.curiosity.curiosity_feature_dim == 8
-    assert not Config().curiosity.curiosity  # off by default
+    assert nested.curiosity.enabled and nested.curiosity.curiosity_feature_dim == 8
+    assert not Config().curiosity.enabled  # off by default
     bad = [("curiosity_beta=1.5", "curiosity_beta.*in \\[0, 1\\]"), ("curiosity_lr=0", "curiosity_lr.*> 0"),
            ("curiosity_eta=-1", "curiosity_eta.*> 0"), ("curiosity_coef=-0.1", "curiosity_coef.*>= 0"),
            ("curiosity_feature_dim=0", "curiosity_feature_dim.*>= 1"), ("curiosity=maybe", "wrong type"),
@@ -228,10 +228,10 @@ def test_store_runs_ppo_updates_from_a_hand_written_loop():
 
 
 def test_presets_switch_curiosity_on_and_the_no_curiosity_arm_keeps_the_rest():
-    from pipelines.train import build_config, parse_args
+    from aeon_trl.cli.train import build_config, parse_args
     for env_id in ("MountainCarContinuous-v0", SPARSE_HALF_CHEETAH):
         on, _, _ = build_config(parse_args([f"env_id={env_id}"]))
         off, _, _ = build_config(parse_args([f"env_id={env_id}", "curiosity=false"]))
-        assert on.curiosity.curiosity and not off.curiosity.curiosity
-        on.curiosity.curiosity = False
+        assert on.curiosity.enabled and not off.curiosity.enabled
+        on.curiosity.enabled = False
         assert on.to_dict() == off.to_dict()

@@ -159,7 +159,7 @@ def test_config_keys_validated():
 def test_record_demos_then_train_with_them(tmp_path):
     """record_demos on a short real run (Pendulum), then the trainer path: demo rows normalized with the current
     statistics before the loss, loss_demo in the history, update_from_batch on a mixed batch."""
-    from pipelines.record_demos import main as record_main
+    from aeon_trl.cli.record_demos import main as record_main
     cfg = {"env_id": "Pendulum-v1", "env_backend": "gymnasium", "num_envs": 2, "steps_per_env": 32,
            "batch_size": 16, "epochs": 1, "total_timesteps": 64, "eval_episodes": 0, "progress": False}
     agent = AdvancedPPO("Pendulum-v1", cfg)
@@ -184,7 +184,7 @@ def test_record_demos_then_train_with_them(tmp_path):
         agent.train()
         assert "loss_demo" in trainer.history[-1] and trainer.history[-1]["demo_coef"] > 0
         assert len(seen) == 3 + 2 * 2  # 3 pre-training steps, then 2 iterations of 2 minibatches
-        mixed = trainer.demos.sample(16, trainer.buffer, demo_ratio=0.25)
+        mixed = trainer.plugin("demonstrations").demos.sample(16, trainer.buffer, demo_ratio=0.25)
         raw = mixed["observation"][mixed[IS_DEMO]].clone()
         metrics = agent.update_from_batch(mixed)
         assert {"loss_objective", "loss_demo"} <= set(metrics)

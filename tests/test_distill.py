@@ -20,7 +20,8 @@ from aeon_trl.distill import DistillConfig, Distiller
 from aeon_trl.modules.student import FrozenObsNorm, make_student
 from aeon_trl.objectives.distill import DistillationLoss
 from aeon_trl.ppo import AdvancedPPO
-from pipelines import distill as cli
+from aeon_trl.cli import distill as cli
+from benchmarks import bench_distill as bench
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = {"num_envs": 8, "steps_per_env": 64, "batch_size": 256, "epochs": 4, "total_timesteps": 4096,
@@ -211,13 +212,13 @@ def test_cli_writes_results_and_exports(teacher_checkpoint, tmp_path, capsys):
     assert "student return" in capsys.readouterr().out
     assert res["return_ratio"] is None  # Pendulum's returns are negative: no "fraction kept"
     row = {**res, "return_ratio": 0.96}
-    cli.write_section({"command": "c", "machine": "m", "date": "d", "rows": [row, {**row, "param_ratio": 0.5}]},
+    bench.write_section({"command": "c", "machine": "m", "date": "d", "rows": [row, {**row, "param_ratio": 0.5}]},
                       tmp_path / "section.md")
     text = (tmp_path / "section.md").read_text()
     assert text.startswith("## Distillation")
     assert text.count("| Pendulum-v1 [32, 32] | [8] | mse, 512 teacher states + 1 x 256 DAgger |") == 2
     assert "Pendulum-v1: target met" in text
-    assert "target NOT met" in "\n".join(cli.verdicts([{**row, "return_ratio": 0.9}]))
+    assert "target NOT met" in "\n".join(bench.verdicts([{**row, "return_ratio": 0.9}]))
 
 
 @pytest.mark.parametrize("hidden", [[], [0], [32, -1], "32", [32.5], [True]])
@@ -255,6 +256,6 @@ def test_benchmark_rerun_keeps_the_other_rows(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps({"command": "old", "rows": [
         row("A", [32, 32], 30), row("A", [16, 16], 10), row("B", [16, 16], 5)]}))
     data = {"command": "new", "rows": [row("B", [24, 24], 8), row("A", [16, 16], 11)]}
-    cli.merge_previous(data, tmp_path / "d.json")
+    bench.merge_previous(data, tmp_path / "d.json")
     got = [(r["env_id"], r["config"]["hidden_sizes"], r["command"]) for r in data["rows"]]
     assert got == [("A", [32, 32], "old"), ("A", [16, 16], "new"), ("B", [24, 24], "new"), ("B", [16, 16], "old")]

@@ -80,7 +80,7 @@ def test_trainer_collects_the_grown_batch_and_keeps_episodes():
     assert [tuple(b.shape) for b in batches] == [(4, 8), (4, 8), (4, 12), (4, 16)]
     # the resize kept the env and its episodes: batch 3 starts at step 5 of the episode begun at step 13
     assert batches[2].get(("next", "step_count"))[:, 0].flatten().tolist() == [5] * 4
-    assert trainer.batch_sizer.resizes == 2
+    assert trainer.plugin("dynamic_batch").sizer.resizes == 2
 
 
 def test_trainer_logs_and_checkpoints_the_batch_size(tmp_path):
@@ -95,7 +95,7 @@ def test_trainer_logs_and_checkpoints_the_batch_size(tmp_path):
     resumed = Trainer(cfg)
     try:
         resumed.load(tmp_path / "ckpt.pt")
-        assert resumed.frames_per_batch == 64 and resumed.batch_sizer.steps_per_env == 16
+        assert resumed.frames_per_batch == 64 and resumed.plugin("dynamic_batch").sizer.steps_per_env == 16
         assert resumed.collect().shape == (4, 16)
     finally:
         resumed.close()
@@ -107,7 +107,7 @@ def test_data_parallel_ranks_agree_on_the_batch_size():
     trainer.metric_reducer = lambda x: x + 1.0  # as if another rank wanted 2 more steps per env
     try:
         trainer.adapt(trainer.collect())
-        assert trainer.batch_sizer.steps_per_env == 9 and trainer.frames_per_batch == 36
+        assert trainer.plugin("dynamic_batch").sizer.steps_per_env == 9 and trainer.frames_per_batch == 36
         assert trainer.collect().shape == (4, 9)
     finally:
         trainer.close()

@@ -127,3 +127,17 @@ def test_default_eval_every_gives_at_least_20_points(total, batch):
     evaluations = sum(1 for i in range(1, iterations + 1) if i % every == 0)
     assert evaluations >= min(20, iterations)
     assert default_eval_every(total, batch, points=20) == max(1, iterations // 20)
+
+
+def test_from_trainer_acts_as_the_loaded_agent(agent, run_dir):
+    """The driver's facade over its own trainer (no copy) gives the actions the checkpointed agent gives."""
+    from aeon_trl.trainer import Trainer
+    trainer = Trainer(agent.config)
+    try:
+        trainer.load(run_dir / "checkpoint.pt")
+        driver_agent = AdvancedPPO.from_trainer(trainer)
+        assert driver_agent.trainer is trainer and driver_agent.config is trainer.cfg
+        obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+        assert np.allclose(driver_agent.get_action(obs, deterministic=True), agent.get_action(obs, deterministic=True))
+    finally:
+        trainer.close()

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 
 from aeon_trl.config import Config
-from aeon_trl.launch.distributed import DistributedContext, rank_config
+from aeon_trl.driver import rank_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_rank_config_offsets_seed_and_splits_the_budget():
     cfg = Config.from_dict({"seed": 3, "total_timesteps": 1001})
-    r1 = rank_config(cfg, DistributedContext(rank=1, world_size=2))
+    r1 = rank_config(cfg, rank=1, world_size=2)
     assert r1.train.seed == 4 and r1.train.total_timesteps == 501
-    assert rank_config(cfg, DistributedContext()) is cfg  # one process: unchanged
+    assert rank_config(cfg) is cfg  # one process: unchanged
 
 
 @pytest.mark.slow

@@ -11,14 +11,14 @@ import time
 import pytest
 import submitit
 
-from aeon_trl.checkpoint import load_checkpoint
+from aeon_trl.checkpoint import ConfigMismatchError, config_differences, load_checkpoint
 from aeon_trl.config import Config
-from aeon_trl.launch import ConfigMismatchError, TrainJob
-from aeon_trl.launch.job import PreemptionGuard, config_differences
+from aeon_trl.launch import TrainJob
+from aeon_trl.launch.job import PreemptionGuard
 
 # serial: in-process simulators, whose state the checkpoint holds, so resuming is bitwise exact
 TINY = {"env_id": "InvertedPendulum-v5", "env_backend": "serial", "num_envs": 4, "steps_per_env": 32, "batch_size": 64, "epochs": 1,
-        "eval_episodes": 1, "max_episode_steps": 50, "progress": False, "checkpoint_every": 0, "logger": "none",
+        "eval_episodes": 1, "max_episode_steps": 50, "progress": False, "checkpoint_every": 0, "logger": "csv",
         "total_timesteps": 512, "lr": 3e-4}
 
 
@@ -29,9 +29,9 @@ def test_config_differences_names_keys_and_ignores_bookkeeping():
 
 def test_job_pickles_without_runtime_state():
     job = TrainJob(TINY, "/tmp/x")
-    job._trainer = object()  # what a running job holds; never pickled into the requeue
+    job._run = object()  # what a running job holds; never pickled into the requeue
     clone = pickle.loads(pickle.dumps(job))
-    assert clone._trainer is None and clone.cfg_dict == job.cfg_dict and clone.starts == []
+    assert clone._run is None and clone.cfg_dict == job.cfg_dict and clone.starts == []
 
 
 def test_invalid_config_is_refused_before_submission():
@@ -77,14 +77,14 @@ def test_preempted_job_checkpoints_at_an_iteration_boundary_and_resumes(tmp_path
     calls = []
 
     def submitit_handler(signum, frame):  # what submitit does: checkpoint(), requeue, exit
-        calls.append((job._trainer.frames, job._consistent))
+        calls.append((job._run.trainer.frames, job._consistent))
         delayed = job.checkpoint()
         assert isinstance(delayed, submitit.helpers.DelayedSubmission)
         raise SystemExit(-1)
 
     def preempt_after_first_iteration():
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (job._trainer is None or job._trainer.frames < 128):
+        while time.monotonic() < deadline and (job._run is None or job._run.trainer.frames < 128):
             time.sleep(0.005)
         os.kill(os.getpid(), signal.SIGUSR2)
 
@@ -104,8 +104,9 @@ def test_preempted_job_checkpoints_at_an_iteration_boundary_and_resumes(tmp_path
     assert results["starts"] == [0, frames] and results["timesteps"] == 512
     assert [h["frames"] for h in json.loads((run_dir / "history.json").read_text())] == list(range(128, 513, 128))
     assert json.loads((run_dir / "results.json").read_text())["starts"] == [0, frames]
-    with open(run_dir / "progress.csv") as f:
-        assert [int(line.split(",")[0]) for line in f.readlines()[1:]] == list(range(128, 513, 128))
+    # the log (TorchRL's CSVLogger) continues where the checkpoint is: every iteration logged exactly once
+    with open(run_dir / "logs" / "scalars" / "steps_per_second.csv") as f:
+        assert [int(line.split(",")[0]) for line in f] == list(range(128, 513, 128))
     # and it ends exactly where an uninterrupted run with the same seed ends
     straight = TrainJob(TINY, tmp_path / "straight")()
     assert results["param_digest"] == straight["param_digest"]
@@ -114,5 +115,5 @@ def test_preempted_job_checkpoints_at_an_iteration_boundary_and_resumes(tmp_path
 
 def test_resuming_with_a_different_config_is_refused(tmp_path):
     TrainJob({**TINY, "total_timesteps": 128}, tmp_path)()
-    with pytest.raises(ConfigMismatchError, match=r"optim.lr: checkpoint 0.0003, job 0.001"):
+    with pytest.raises(ConfigMismatchError, match=r"optim.lr: checkpoint 0.0003, this run 0.001"):
         TrainJob({**TINY, "total_timesteps": 128, "lr": 1e-3}, tmp_path)()

@@ -1,10 +1,12 @@
-"""slurm.submit / slurm.collect without a cluster: profile validation, the sbatch template, the summary."""
+"""aeon-submit / aeon-collect without a cluster: profile validation, the sbatch template, the summary."""
 import json
 
 import pytest
 
-from slurm.collect import collect, format_table
-from slurm.submit import DEFAULT_PROFILE, Profile, ProfileError, parse_args, sbatch_script, training_config
+from aeon_trl.cli.submit import parse_args, training_config
+from aeon_trl.launch.collect import collect, format_table
+from aeon_trl.launch.profile import DEFAULT_PROFILE, Profile, ProfileError
+from aeon_trl.launch.submit import sbatch_script
 
 FIELDS = dict(partition="gpu", account="lab", qos=None, time=60, nodes=2, gpus_per_node=4, cpus_per_task=8,
               mem="64G", constraint=None, array_parallelism=8)
@@ -61,7 +63,7 @@ def test_sbatch_template(tmp_path):
                                   ["env_id=Hopper-v5", "gamma=0.99", "seed=3"]])
 def test_submit_trains_the_config_aeon_train_builds(argv):
     """A cluster job gets the env's preset exactly as aeon-train does (and skips it with --no-preset)."""
-    from pipelines.train import build_config, parse_args as train_args
+    from aeon_trl.cli.train import build_config, parse_args as train_args
     submitted = training_config(parse_args(argv))
     assert submitted.to_dict() == build_config(train_args(argv))[0].to_dict()
     assert submitted.model.gating is (argv == ["env_id=HalfCheetah-v5"])  # the HalfCheetah preset's gate

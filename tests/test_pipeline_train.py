@@ -9,7 +9,7 @@ import pytest
 
 from aeon_trl.checkpoint import load_checkpoint
 from aeon_trl.config import Config
-from pipelines.train import main
+from aeon_trl.cli.train import main
 
 TINY = ["env_id=InvertedPendulum-v5", "env_backend=envpool", "num_envs=4", "steps_per_env=32", "batch_size=64",
         "epochs=2", "total_timesteps=256", "eval_episodes=2", "progress=false", "checkpoint_every=1", "seed=5"]
@@ -48,6 +48,9 @@ def test_resume_continues_from_the_saved_frames(run_dir, tmp_path, capsys):
     resumed = tmp_path / "resumed"
     shutil.copytree(run_dir, resumed)
     before = json.loads((resumed / "history.json").read_text())
+    log = resumed / "logs" / "scalars" / "loss_objective.csv"
+    with log.open("a") as f:  # logged after the checkpoint by a run that was then killed
+        f.write("384,999.0\n")
     assert main(["--resume", str(resumed), "total_timesteps=512"]) == 0
     results = json.loads((resumed / "results.json").read_text())
     assert results["timesteps"] == 512
@@ -57,6 +60,30 @@ def test_resume_continues_from_the_saved_frames(run_dir, tmp_path, capsys):
     assert load_checkpoint(resumed / "checkpoint.pt")["counters"] == {"frames": 512, "iteration": 4}
     assert Config.load(resumed / "config.yaml").train.total_timesteps == 512
     assert "512 steps" in capsys.readouterr().out
+    rows = list(csv.reader(log.open()))
+    assert [int(r[0]) for r in rows] == [128, 256, 384, 512] and "999.0" not in {r[1] for r in rows}
+
+
+def test_resume_refuses_a_config_that_trains_differently(run_dir, tmp_path, capsys):
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run_dir, resumed)
+    assert main(["--resume", str(resumed), "lr=0.01"]) == 1
+    assert "different config (optim.lr: checkpoint" in capsys.readouterr().err
+    assert load_checkpoint(resumed / "checkpoint.pt")["counters"]["frames"] == 256  # untouched
+
+
+def test_resume_reads_a_checkpoint_saved_under_the_old_key_names(run_dir, tmp_path):
+    """Checkpoints written before the minibatch_size / curiosity.enabled renames still resume."""
+    from aeon_trl.checkpoint import save_checkpoint
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run_dir, resumed)
+    state = load_checkpoint(resumed / "checkpoint.pt")
+    old = state["config"]
+    old["train"]["batch_size"] = old["train"].pop("minibatch_size")
+    old["curiosity"]["curiosity"] = old["curiosity"].pop("enabled")
+    save_checkpoint(state, resumed / "checkpoint.pt")
+    assert main(["--resume", str(resumed), "total_timesteps=384"]) == 0
+    assert load_checkpoint(resumed / "checkpoint.pt")["counters"]["frames"] == 384
 
 
 def test_unknown_key_exits_2_with_a_hint(tmp_path, capsys):
@@ -97,7 +124,7 @@ def test_run_without_evaluation(tmp_path):
 
 
 def test_the_env_preset_applies_between_defaults_and_overrides(tmp_path):
-    from pipelines.train import build_config, parse_args
+    from aeon_trl.cli.train import build_config, parse_args
     cfg, _, _ = build_config(parse_args(["env_id=HalfCheetah-v5"]))
     assert cfg.model.gating is True  # aeon_trl/presets/HalfCheetah-v5.yaml
     cfg, _, _ = build_config(parse_args(["env_id=HalfCheetah-v5", "gating=false"]))

@@ -167,3 +167,22 @@ def test_evaluate(agent):
     assert result["std_reward"] == pytest.approx(np.std(returns))
     # deterministic evaluation with the same (default) seed is repeatable
     assert agent.evaluate(3)["episode_returns"] == pytest.approx(returns)
+
+
+def test_store_goes_through_trainer_step():
+    """store() runs the iteration train() runs after a collection: the NaN check included."""
+    from aeon_trl.trainer import NonFiniteError
+    ppo = AdvancedPPO("Pendulum-v1", {"num_envs": 2, "steps_per_env": 4, "minibatch_size": 8, "epochs": 1,
+                                      "env_backend": "serial", "progress": False, "eval_episodes": 0})
+    try:
+        obs, act, no = np.zeros((2, 3), np.float32), np.zeros((2, 1), np.float32), np.zeros(2, bool)
+        results = [ppo.store(obs, act, np.ones(2), obs, no, truncated=no) for _ in range(4)]
+        assert results[:3] == [None] * 3 and ppo.trainer.history == [results[3]]
+        assert results[3]["iteration"] == 1 and results[3]["frames"] == 8 and results[3]["episodes"] == 0
+        for _ in range(3):
+            ppo.store(obs, act, np.ones(2), obs, no, truncated=no)
+        with pytest.raises(NonFiniteError, match="NaN/inf"):
+            ppo.store(obs, act, np.array([1.0, np.nan]), obs, no, truncated=no)
+        assert ppo.trainer.iteration == 1 and ppo.trainer.frames == 8  # refused before the update
+    finally:
+        ppo.close()

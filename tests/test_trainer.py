@@ -233,3 +233,93 @@ def test_critic_warmup_moves_only_the_critic_and_keeps_the_lr():
         assert any(not torch.equal(v, policy[k]) for k, v in trainer.net.policy.state_dict().items())
     finally:
         trainer.close()
+
+
+# ---- plugins: the trainer composes them, its checkpoint is composed of theirs ------------------------------
+PLAIN = {"env_id": "Pendulum-v1", "env_backend": "serial", "num_envs": 2, "steps_per_env": 16,
+         "minibatch_size": 16, "epochs": 1, "total_timesteps": 64, "eval_episodes": 0, "progress": False}
+FEATURES = {**PLAIN, "curiosity": True, "prioritized": True, "priority_key": "td_error", "dynamic_batch": True,
+            "dynamic_batch_cap": 64}
+
+
+def test_a_trainer_without_features_has_no_plugins():
+    import inspect
+    import re
+
+    import aeon_trl.trainer
+    # the loop reads no feature's switch: build_plugins is the one place that does
+    assert not re.search(r"cfg\.(curiosity|demo|replay|shaping)\b", inspect.getsource(aeon_trl.trainer))
+    trainer = Trainer(Config.from_dict(PLAIN))
+    try:
+        assert trainer.plugins == [] and trainer.plugin("curiosity") is None
+        trainer.train()
+        assert trainer.state_dict()["plugins"] == {}
+        assert type(trainer.buffer.sampler).__name__ == "SamplerWithoutReplacement"
+    finally:
+        trainer.close()
+
+
+def _legacy(state):
+    """``state`` as checkpoints were written before the plugins had their own entry."""
+    old = {k: v for k, v in state.items() if k != "plugins"}
+    plugins = state["plugins"]
+    old["curiosity"] = plugins.get("curiosity", {})
+    dyn = plugins.get("dynamic_batch", {})
+    old["shaping"] = {"frames_per_batch": dyn.get("frames_per_batch", 32), "batch_sizer": dyn.get("batch_sizer", {}),
+                      "curriculum": plugins.get("curriculum", {})}
+    return old
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_plugin_checkpoint_round_trips(tmp_path, legacy):
+    cfg = Config.from_dict(FEATURES)
+    trainer = Trainer(cfg)
+    try:
+        assert [p.name for p in trainer.plugins] == ["curiosity", "dynamic_batch", "prioritized"]
+        trainer.train()
+        state = trainer.state_dict()
+    finally:
+        trainer.close()
+    assert set(state["plugins"]) == {"curiosity", "dynamic_batch", "prioritized"}
+    assert "curiosity" not in state and "shaping" not in state
+    other = Trainer(cfg)
+    try:
+        other.load_state_dict(_legacy(state) if legacy else state)
+        again = other.state_dict()["plugins"]
+        assert again["dynamic_batch"] == state["plugins"]["dynamic_batch"]
+        assert other.frames_per_batch == state["plugins"]["dynamic_batch"]["frames_per_batch"]
+        for k, v in state["plugins"]["curiosity"]["transform"].items():
+            torch.testing.assert_close(again["curiosity"]["transform"][k], v)
+        saved_moments = state["plugins"]["curiosity"]["optimizer"]["state"]
+        assert again["curiosity"]["optimizer"]["state"].keys() == saved_moments.keys() and len(saved_moments) > 0
+    finally:
+        other.close()
+
+
+# ---- apply_hparams: a new config's hyperparameters in the places the trainer holds them ---------------------
+def test_apply_hparams_writes_the_new_values_and_refuses_built_keys():
+    cfg = Config.from_dict({**PLAIN, "lr": 1e-3, "kl_coef": 0.5, "adaptive_lr": False})
+    trainer = Trainer(cfg)
+    try:
+        trainer.train()
+        trainer.lr_schedule.multiplier = 2.0  # as if the KL rule had adapted it
+        kl_before = trainer.loss.kl_coef.item()
+        new = Config.from_dict({"lr": 3e-3, "clip_epsilon": 0.3, "gamma": 0.9, "entropy_coef": 0.02, "wd": 1e-4,
+                                "kl_target": 0.05}, base=cfg)
+        changed = trainer.apply_hparams(new)
+        assert changed == ["clip_epsilon", "entropy_coef", "gamma", "kl_target", "lr", "wd"]
+        assert trainer.cfg is new
+        assert trainer.loss.clip_epsilon.item() == pytest.approx(0.3)
+        assert trainer.loss.kl_coef.item() == kl_before  # unchanged: keeps its adapted value
+        assert trainer.kl_coef.kl_target == 0.05 and trainer.early_stop.kl_target == 0.05
+        assert trainer.advantage.gamma.item() == pytest.approx(0.9)
+        assert trainer.entropy.value() == pytest.approx(0.02)
+        group = trainer.optimizer.param_groups[0]
+        assert group["weight_decay"] == 1e-4
+        assert group["lr"] == pytest.approx(3e-3 * 2.0 * trainer.lr_schedule.anneal_factor)
+        assert trainer.apply_hparams(new) == []  # nothing left to write
+        for built in ({"steps_per_env": 32}, {"hidden_sizes": [8]}, {"curiosity": True}, {"kl_coef": 0.0}):
+            with pytest.raises(ConfigError, match="build a new Trainer"):
+                trainer.apply_hparams(Config.from_dict(built, base=new))
+    finally:
+        trainer.close()

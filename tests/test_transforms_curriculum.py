@@ -205,7 +205,7 @@ def test_trainer_logs_and_checkpoints_the_level(tmp_path):
     resumed = Trainer(cfg)
     try:
         resumed.load(tmp_path / "ckpt.pt")
-        assert resumed.curriculum.level == 2 and resumed.curriculum.curriculum.changes == 2
-        assert np.isnan(resumed.curriculum.curriculum.success_rate)
+        assert resumed.plugin("curriculum").transform.level == 2 and resumed.plugin("curriculum").transform.curriculum.changes == 2
+        assert np.isnan(resumed.plugin("curriculum").transform.curriculum.success_rate)
     finally:
         resumed.close()

@@ -6,7 +6,7 @@ Who starts the processes does not matter here: SLURM through submitit (``tasks_p
 SLURM task variables), ``torchrun --nproc_per_node=N`` (its ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``
 variables), or nobody (one process, nothing initialised).
 
-What each rank does differently, and why:
+What each rank does differently, and why (the first two are ``aeon_trl.driver.rank_config``):
 - seed ``seed + rank``: every rank collects different episodes (the point of data parallelism);
 - ``total_timesteps / world_size`` frames: the config's budget is the global one, and the LR/entropy
   schedules read ``frames / total_timesteps`` per rank, so every rank sees the same progress;
@@ -22,8 +22,6 @@ normalises its own stream; the parameters are still identical).
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import random
 import time
@@ -34,7 +32,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from aeon_trl.config import Config
 
 
 
@@ -83,16 +80,6 @@ def init_distributed(backend: str | None = None, timeout_s: float | None = None)
     timeout = timedelta(seconds=float(timeout_s or os.environ.get("AEON_DIST_TIMEOUT_S", 600)))
     dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timeout)
     return DistributedContext(rank, world, local, backend)
-
-
-def rank_config(cfg: Config, ctx: DistributedContext, rank: int | None = None) -> Config:
-    """The config one rank trains with: its seed offset and its share of the global frame budget."""
-    if not ctx.enabled:
-        return cfg
-    rank = ctx.rank if rank is None else rank
-    train = dataclasses.replace(cfg.train, seed=cfg.train.seed + rank,
-                                total_timesteps=math.ceil(cfg.train.total_timesteps / ctx.world_size))
-    return dataclasses.replace(cfg, train=train)
 
 
 def reseed(seed: int, frames: int) -> None:

@@ -16,17 +16,14 @@ atomically and returns the resubmission. The price is a delay of at most one ite
 the interrupted iteration is lost. Outside the loop (building envs, the final evaluation) the signal goes to
 submitit at once: the state on disk is then already the newest one, so ``checkpoint()`` only resubmits.
 
-Run folder: config.yaml, checkpoint.pt (atomic), progress.csv (one row per iteration; rows past the checkpoint
-are dropped on resume, so the log continues where the checkpoint is), results.json (the keys of
-``pipelines/train.py``'s results plus ``starts``: the frame counter at each (re)start), history.json.
+The training itself is ``aeon_trl.driver.run_training``, as for ``aeon-train``, so the run folder is the same
+(see there); results.json has the driver's keys plus ``starts`` (the frame counter at each (re)start),
+``rank``, ``world_size``, ``param_digest`` and ``job_id``. The job's own parts are callbacks of the driver.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import json
-import math
 import os
 import signal
 import subprocess
@@ -38,33 +35,9 @@ from typing import Any, Mapping
 import submitit
 import torch
 
-from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from aeon_trl.config import Config
-
-CHECKPOINT = "checkpoint.pt"  # the same name as pipelines/train.py's, so aeon-train --resume reads it
-RESULTS = "results.json"
-PROGRESS = "progress.csv"
-PROGRESS_KEYS = ("frames", "iteration", "episode_return", "steps_per_second", "collect_fps", "loss_objective",
-                 "loss_critic", "loss_entropy", "kl_approx", "clip_fraction", "entropy", "lr", "clip_epsilon")
-# Keys that may differ between a checkpoint and the job resuming it: they change no parameter update.
-BOOKKEEPING_KEYS = frozenset({"progress", "logger", "run_dir", "eval_episodes", "checkpoint_every", "device",
-                              "torch_threads", "env_threads"})
-
-
-class ConfigMismatchError(CheckpointError):
-    """The run folder's checkpoint was written by a run with another config."""
-
-
-def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
-                       ignore: frozenset[str] = BOOKKEEPING_KEYS) -> dict[str, tuple[Any, Any]]:
-    """``{"section.key": (saved, current)}`` for every leaf that differs and is not bookkeeping."""
-    diffs = {}
-    for section in sorted(set(saved) | set(current)):
-        a, b = saved.get(section, {}), current.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            if key not in ignore and a.get(key) != b.get(key):
-                diffs[f"{section}.{key}"] = (a.get(key), b.get(key))
-    return diffs
+from aeon_trl.driver import Callback, Run, run_training
+from aeon_trl.launch import distributed as dp
 
 
 def param_digest(module: torch.nn.Module) -> str:
@@ -178,8 +151,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         self._reset_runtime()
 
     def _reset_runtime(self) -> None:
-        self._trainer = None
-        self._dist = None
+        self._run: Run | None = None
+        self._dist: dp.DistributedContext | None = None
         # True only inside the on_iteration callback: the trainer's state is one an uninterrupted run passes
         # through, and newer than the checkpoint on disk. Elsewhere the checkpoint on disk is the newest state.
         self._consistent = False
@@ -197,154 +170,90 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     # ---- the run ------------------------------------------------------------------------
     def __call__(self) -> dict:
-        from aeon_trl.launch import distributed as dp
-        from aeon_trl.trainer import Trainer
-
-        run_dir = Path(self.run_dir)
         self._guard = guard = PreemptionGuard().install()  # before anything forks an env worker
-        base = Config.from_dict(self.cfg_dict)
         self._dist = ctx = dp.init_distributed() if self.distributed else dp.DistributedContext()
-        trainer = None
         try:
-            cfg = dp.rank_config(base, ctx)
-            state = self._resume_state(run_dir / CHECKPOINT, dp.rank_config(base, ctx, rank=0))
-            if ctx.is_main:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                base.save(run_dir / "config.yaml")
-            with guard.blind_children():
-                self._trainer = trainer = Trainer(cfg)
-            if state is not None:
-                trainer.load_state_dict(state)
-                self.starts = list(state.get("launch", {}).get("starts", self.starts))
-                if ctx.rank:  # the checkpoint holds rank 0's RNG: give this rank its own stream again
-                    dp.reseed(cfg.train.seed, trainer.frames)
-            dp.attach(trainer, ctx)  # broadcast rank 0's parameters, all-reduce gradients (no-op on one process)
-            self.starts.append(trainer.frames * ctx.world_size)
-            self._log(f"{'resuming at' if state is not None else 'starting at'} frames {self.starts[-1]} "
-                      f"(start {len(self.starts)}; world size {ctx.world_size}; run folder {run_dir})")
-            progress = _ProgressLog(run_dir / PROGRESS, trainer.frames * ctx.world_size) if ctx.is_main else None
-            summary = self._train(trainer, cfg, ctx, progress)
-            eval_returns = []
-            if ctx.is_main:
-                with guard.blind_children():
-                    eval_returns = trainer.evaluate(cfg.train.eval_episodes)
-            return self._finish(trainer, cfg, ctx, summary, eval_returns)
+            results = run_training(Config.from_dict(self.cfg_dict), self.run_dir, resume=True,
+                                   callbacks=[_JobCallback(self)], rank=ctx.rank, world_size=ctx.world_size)
         finally:
-            if trainer is not None:
-                trainer.close()
             dp.destroy()
             guard.uninstall()
-
-    def _resume_state(self, path: Path, expected: Config) -> dict | None:
-        if not path.exists():
-            return None
-        state = load_checkpoint(path)
-        diffs = config_differences(state["config"], expected.to_dict())
-        if diffs:
-            listing = "; ".join(f"{k}: checkpoint {a!r}, job {b!r}" for k, (a, b) in diffs.items())
-            raise ConfigMismatchError(
-                f"{path} was written by a run with a different config ({listing}). Resume with the checkpoint's "
-                "config, or give this job a new run folder.")
-        return state
-
-    def _train(self, trainer, cfg: Config, ctx, progress: "_ProgressLog | None") -> dict:
-        from aeon_trl.launch import distributed as dp
-
-        world, guard, path = ctx.world_size, self._guard, Path(self.run_dir) / CHECKPOINT
-
-        def on_iteration(tr, m: dict) -> None:
-            frames = m["frames"] * world
-            if progress is not None:
-                progress.write({**m, "frames": frames})
-                self._log(f"iteration {m['iteration']} frames {frames} return {m['episode_return']:.2f} "
-                          f"steps/s {m['steps_per_second'] * world:.0f}")
-            stop = dp.any_rank(guard.pending, ctx)  # every rank must stop after the same iteration
-            if stop and ctx.is_main:
-                self._consistent = True
-                try:
-                    guard.pending = True     # the signal may have reached another rank only
-                    guard.deliver_pending()  # submitit: checkpoint() saves -> scontrol requeue -> sys.exit
-                finally:
-                    self._consistent = False
-                self._log("preemption signal but no submitit handler to pass it to: training goes on")
-            elif stop:
-                dp.wait_for_requeue()  # rank 0 saves and requeues; the requeue ends every task
-            elif ctx.is_main and cfg.train.checkpoint_every and tr.iteration % cfg.train.checkpoint_every == 0:
-                self._save(path)
-
-        with guard.hold():  # a signal held past the last iteration is delivered on leaving, after the save
-            summary = trainer.train(cfg.train.total_timesteps, on_iteration=on_iteration)
-            if ctx.is_main:
-                self._save(path)
-        return summary
-
-    def _finish(self, trainer, cfg: Config, ctx, summary: dict, eval_returns: list[float]) -> dict:
-        world = ctx.world_size
-        digest = param_digest(trainer.net)
-        if not ctx.is_main:
-            print(f"[aeon rank {ctx.rank}] done: param_digest {digest}", flush=True)
-            return {"rank": ctx.rank, "world_size": world, "param_digest": digest, "timesteps": trainer.frames}
-        from aeon_trl.trainer import results_record  # lazily, like Trainer: submitting needs no torchrl import
-
-        base = Config.from_dict(self.cfg_dict)
-        global_summary = {**summary, "timesteps": trainer.frames * world,
-                          "steps_per_second": summary["steps_per_second"] * world}
-        results = {**results_record(global_summary, base, eval_returns), "starts": list(self.starts), "rank": 0,
-                   "world_size": world, "param_digest": digest, "job_id": _job_id()}
-        run_dir = Path(self.run_dir)
-        _write_json_atomic(run_dir / RESULTS, results)
-        _write_json_atomic(run_dir / "history.json", trainer.history)
-        self._log(f"done: {results['timesteps']} frames, eval return {results['eval_mean']}, param_digest {digest}, "
-                  f"results in {run_dir / RESULTS}")
+        if ctx.is_main:
+            self._log(f"done: {results['timesteps']} frames, eval return {results['eval_mean']}, param_digest "
+                      f"{results['param_digest']}, results in {Path(self.run_dir) / 'results.json'}")
+        else:
+            print(f"[aeon rank {ctx.rank}] done: param_digest {results['param_digest']}", flush=True)
         return results
 
     # ---- preemption ---------------------------------------------------------------------
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on USR2: save the trainer if its state is consistent, resubmit ``self``."""
-        if self._trainer is not None and self._consistent and (self._dist is None or self._dist.is_main):
-            path = self._save(Path(self.run_dir) / CHECKPOINT)
-            self._log(f"checkpoint at frames {self._trainer.frames * self._dist.world_size} written to {path}; "
-                      "requeueing")
+        if self._run is not None and self._consistent and self._run.is_main:
+            path = self._run.save()
+            self._log(f"checkpoint at frames {self._run.frames} written to {path}; requeueing")
         else:
             self._log("preempted outside the training loop: the checkpoint on disk is the newest state; requeueing")
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
-
-    def _save(self, path: Path) -> Path:
-        """The trainer's complete state plus the launcher's own bookkeeping, written atomically."""
-        return save_checkpoint({**self._trainer.state_dict(), "launch": {"starts": list(self.starts)}}, path)
 
     def _log(self, message: str) -> None:
         if self._dist is None or self._dist.is_main:
             print(f"[aeon] {time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-class _ProgressLog:
-    """progress.csv, continued across requeues: rows logged after the checkpoint are dropped on resume."""
+class _JobCallback(Callback):
+    """The job's part of the run: env workers blind to the preemption signal, the signal held until the end of
+    an iteration, the restarts counted (kept in the checkpoint's "launch" entry, so a requeued plain sbatch job,
+    a new process rather than an unpickled ``TrainJob``, continues the list too), data parallelism attached."""
 
-    def __init__(self, path: Path, resume_frames: int):
-        self.path = path
-        rows = []
-        if path.exists():
-            with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if float(r["frames"]) <= resume_frames]
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, PROGRESS_KEYS)
-            writer.writeheader()
-            writer.writerows(rows)
+    key = "launch"
 
-    def write(self, metrics: dict) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, PROGRESS_KEYS).writerow({k: _num(metrics.get(k)) for k in PROGRESS_KEYS})
+    def __init__(self, job: TrainJob):
+        self.job = job
 
+    def spawning(self):
+        return self.job._guard.blind_children()
 
-def _num(v):
-    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+    def state_dict(self) -> dict:
+        return {"starts": list(self.job.starts)}
 
+    def load_state_dict(self, state: dict) -> None:
+        self.job.starts = list(state.get("starts", self.job.starts))
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    def on_start(self, run: Run, resumed: bool) -> None:
+        job = self.job
+        job._run = run
+        if resumed and run.rank:  # the checkpoint holds rank 0's RNG: give this rank its own stream again
+            dp.reseed(run.cfg.train.seed, run.trainer.frames)
+        dp.attach(run.trainer, job._dist)  # broadcast rank 0's parameters, all-reduce gradients (no-op on one process)
+        job.starts.append(run.frames)
+        job._log(f"{'resuming at' if resumed else 'starting at'} frames {run.frames} (start {len(job.starts)}; "
+                 f"world size {run.world_size}; run folder {run.run_dir})")
+
+    def training(self, run: Run):
+        return self.job._guard.hold()  # a signal held past the last iteration is delivered after the final save
+
+    def on_iteration(self, run: Run, metrics: dict) -> None:
+        job, guard, ctx = self.job, self.job._guard, self.job._dist
+        job._log(f"iteration {metrics['iteration']} frames {run.frames} return {metrics['episode_return']:.2f} "
+                 f"steps/s {metrics['steps_per_second'] * run.world_size:.0f}")
+        if not dp.any_rank(guard.pending, ctx):  # every rank must stop after the same iteration
+            return
+        if not run.is_main:
+            dp.wait_for_requeue()  # rank 0 saves and requeues; the requeue ends every task
+        job._consistent = True
+        try:
+            guard.pending = True     # the signal may have reached another rank only
+            guard.deliver_pending()  # submitit: checkpoint() saves -> scontrol requeue -> sys.exit
+        finally:
+            job._consistent = False
+        job._log("preemption signal but no submitit handler to pass it to: training goes on")
+
+    def results(self, run: Run) -> dict:
+        digest = param_digest(run.trainer.net)
+        if not run.is_main:
+            return {"param_digest": digest}
+        return {"starts": list(self.job.starts), "rank": 0, "world_size": run.world_size, "param_digest": digest,
+                "job_id": _job_id()}
 
 
 def _job_id() -> str | None:

@@ -8,13 +8,15 @@ touch the policy (the policy only sees the intrinsic reward).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
-from aeon_trl.modules.curiosity import ICMNetworks
+if TYPE_CHECKING:  # modules.curiosity's CuriosityModule builds this loss
+    from aeon_trl.modules.curiosity import ICMNetworks
 
 
 class CuriosityLoss(LossModule):

@@ -1,4 +1,4 @@
-"""Curiosity as a reward transform (Pathak et al. 2017, ICM), and ``CuriosityModule``, its trainable bundle.
+"""Curiosity as a reward transform (Pathak et al. 2017, ICM); its trainable bundle is ``modules.curiosity.CuriosityModule``.
 
 ``CuriosityTransform`` adds the intrinsic reward ``r_i = eta/2 * ||phi_hat(s') - phi(s')||^2 / std(r_i)``
 (std: running, over every transition seen, so the scale does not drift as the forward model improves) and
@@ -9,19 +9,19 @@ Written by hand: TorchRL has no curiosity/ICM transform.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.data import Composite, Unbounded
 from torchrl.envs.transforms import Transform
 
-from aeon_trl.modules.curiosity import ICMNetworks
-from aeon_trl.objectives.curiosity import CuriosityLoss
 from aeon_trl.optim.schedules import linear_schedule
 from aeon_trl.transforms.reward import merge_moments
+
+if TYPE_CHECKING:
+    from aeon_trl.modules.curiosity import ICMNetworks
 
 
 class CuriosityTransform(Transform):
@@ -97,80 +97,10 @@ def _tuple(key: NestedKey) -> tuple:
     return key if isinstance(key, tuple) else (key,)
 
 
-class CuriosityModule:
-    """The ICM with its transform, loss and optimizer: what the trainer and a hand-written loop use.
-
-        icm = CuriosityModule(obs_dim, act_dim)
-        r_int = icm.get_intrinsic_reward(state, action, next_state)   # tensor [B] (or scalar)
-        icm.update(state, action, next_state)                          # one gradient step
-    """
-
-    def __init__(self, obs_dim: int, act_dim: int, feature_dim: int = 32, eta: float = 1.0, beta: float = 0.2,
-                 lr: float = 1e-3, coef: float = 0.1, coef_end: float | None = None,
-                 device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
-        self.transform = CuriosityTransform(ICMNetworks(obs_dim, act_dim, feature_dim), eta=eta, coef=coef,
-                                            coef_end=coef_end).to(self.device)
-        self.loss = CuriosityLoss(self.transform.icm, beta=beta)
-        self.optimizer = torch.optim.Adam(self.loss.parameters(), lr=lr)
-
-    @classmethod
-    def from_config(cls, obs_dim: int, act_dim: int, c, device: torch.device | str = "cpu") -> "CuriosityModule":
-        """From a ``CuriosityConfig`` (``curiosity_coef_end < 0``: no decay)."""
-        return cls(obs_dim, act_dim, feature_dim=c.curiosity_feature_dim, eta=c.curiosity_eta, beta=c.curiosity_beta,
-                   lr=c.curiosity_lr, coef=c.curiosity_coef,
-                   coef_end=c.curiosity_coef_end if c.curiosity_coef_end >= 0 else None, device=device)
-
-    def _transitions(self, state, action, next_state) -> TensorDict:
-        as_t = lambda x: torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x,
-                                         dtype=torch.float32, device=self.device)
-        obs, act, nxt = as_t(state), as_t(action), as_t(next_state)
-        obs_dim, act_dim = self.transform.icm.obs_dim, self.transform.icm.act_dim
-        obs, nxt, act = obs.reshape(-1, obs_dim), nxt.reshape(-1, obs_dim), act.reshape(-1, act_dim)
-        return TensorDict({"observation": obs, "action": act, ("next", "observation"): nxt}, batch_size=obs.shape[:1])
-
-    def get_intrinsic_reward(self, state, action, next_state) -> torch.Tensor:
-        """Normalized intrinsic reward of one transition (0-d tensor) or a batch (``[B]``)."""
-        td = self._transitions(state, action, next_state)
-        reward = self.transform.intrinsic_reward(td["observation"], td["action"], td["next", "observation"])
-        return reward.reshape(()) if np.ndim(state) == 1 else reward.squeeze(-1)
-
-    def update(self, state, action, next_state) -> dict[str, float]:
-        """One gradient step of the forward + inverse losses on the given transitions."""
-        return self._step(self._transitions(state, action, next_state))
-
-    def _step(self, td: TensorDictBase) -> dict[str, float]:
-        out = self.loss(td)
-        self.optimizer.zero_grad(set_to_none=True)
-        (out["loss_forward"] + out["loss_inverse"]).backward()
-        self.optimizer.step()
-        return {k: out[k].item() for k in ("loss_forward", "loss_inverse")}
-
-    def process(self, batch: TensorDictBase, progress: float, batch_size: int) -> dict[str, float]:
-        """The trainer's step on a collected batch: reward it with the current models (before they learn from
-        it: novelty is measured against what they knew), then one pass of minibatch updates over it."""
-        coef = self.transform.set_progress(progress)
-        self.transform(batch)
-        flat = batch.reshape(-1).select(self.loss.tensor_keys.observation, self.loss.tensor_keys.action,
-                                        self.loss.tensor_keys.next_observation)
-        sums, steps = {"loss_forward": 0.0, "loss_inverse": 0.0}, 0
-        for idx in torch.randperm(flat.numel(), device=flat.device).split(batch_size):
-            for k, v in self._step(flat[idx]).items():
-                sums[k] += v
-            steps += 1
-        nxt = batch.get("next")
-        return {"curiosity_coef": coef, "reward_intrinsic": nxt.get(self.transform.intrinsic_key).mean().item(),
-                "reward_extrinsic": nxt.get(self.transform.extrinsic_key).mean().item(),
-                **{k: v / steps for k, v in sums.items()}}
-
-    def to(self, device: torch.device | str) -> "CuriosityModule":
-        self.device = torch.device(device)
-        self.transform.to(self.device)
-        return self
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"transform": self.transform.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.transform.load_state_dict(state["transform"])
-        self.optimizer.load_state_dict(state["optimizer"])
+def __getattr__(name: str):
+    # ``CuriosityModule`` (an nn.Module: networks + transform + loss) lives in aeon_trl.modules.curiosity now;
+    # the old import path keeps working. Lazy: that module imports this one.
+    if name == "CuriosityModule":
+        from aeon_trl.modules.curiosity import CuriosityModule
+        return CuriosityModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -175,3 +175,11 @@ def find_curriculum(env: EnvBase) -> SpeedCurriculum | None:
         if isinstance(t, SpeedCurriculum):
             return t
     return None
+
+
+def evaluate_on_hardest_level(env: EnvBase) -> None:
+    """An evaluation env's curriculum, if it has one, fixed on its hardest level: a curriculum is a means to the
+    final task, so that is the task evaluated."""
+    curriculum = find_curriculum(env)
+    if curriculum is not None:
+        curriculum.curriculum.level, curriculum.frozen = curriculum.curriculum.num_levels - 1, True

@@ -4,8 +4,9 @@ Each generation every member trains ``eval_timesteps`` more steps from its own c
 ranked on the metric; the bottom ``exploit_fraction`` copies the checkpoint (weights, optimizer, normalization
 statistics, schedules) *and* the hyperparameters of a random top member (exploit), then perturbs or resamples
 those hyperparameters within their ranges (explore). A continuing member reloads its checkpoint into a fresh
-``Trainer`` built from its (possibly new) config; ``reapply_hyperparameters`` then writes the changed values into
-the places a checkpoint load overwrote (loss buffers, optimizer param groups, schedule states).
+``Trainer`` built from its (possibly new) config; ``Trainer.apply_hparams`` (through ``reapply_hyperparameters``)
+then writes the changed values into the places a checkpoint load overwrote (loss buffers, optimizer param groups,
+schedule states).
 
 Trials run in local worker processes (spawn) by default, in this process (``executor="inline"``), or on any
 executor with ``submit(fn, arg)`` -> future (``done()``, ``result()``): a submitit ``AutoExecutor`` turns each
@@ -29,7 +30,7 @@ import numpy as np
 
 from aeon_trl.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from aeon_trl.config import Config
-from aeon_trl.launch.job import BOOKKEEPING_KEYS, config_differences
+from aeon_trl.checkpoint import BOOKKEEPING_KEYS, config_differences
 from aeon_trl.trainer import NonFiniteError, Trainer
 from aeon_trl.tuning.space import TuningConfig, TuningError
 
@@ -39,44 +40,17 @@ STATE_VERSION = 1
 
 
 def reapply_hyperparameters(trainer, saved_config: Mapping[str, Any]) -> list[str]:
-    """After ``trainer.load_state_dict(state)``: write every hyperparameter whose value differs between the
-    checkpoint's config and ``trainer.cfg`` into the places the load overwrote. Returns the changed keys.
+    """After ``trainer.load_state_dict(state)``: the hyperparameters whose values differ between the checkpoint's
+    config and ``trainer.cfg``, written by ``Trainer.apply_hparams`` into the places the load overwrote (loss
+    buffers with their adaptive schedules, optimizer param groups, the lr schedule's base). Returns those keys.
 
-    Read from the config at every update (take effect without help): gamma, gae_lambda, kl_target, epochs,
-    batch_size, steps_per_env, max_grad_norm, min_lr/max_lr, entropy_coef(_end) (the annealing schedule is
-    rebuilt from the config; only its progress is in the checkpoint), the switches. Loaded from the checkpoint
-    (rewritten here): the loss buffers clip_epsilon/critic_coeff/clip_value/kl_coef with their adaptive
-    schedules, and the optimizer's lr/weight_decay/eps. The KL-adapted lr multiplier and the annealing
-    progress carry over, so a new ``lr`` scales the lr in effect by new/old.
+    The KL-adapted lr multiplier and the annealing progress carry over, so a new ``lr`` scales the lr in effect
+    by new/old; keys the trainer reads from its config, or built from it (gamma, epochs, minibatch_size, ...),
+    take effect anyway.
     """
-    changed = sorted({k.split(".", 1)[1] for k in
-                      config_differences(saved_config, trainer.cfg.to_dict(), BOOKKEEPING_KEYS | {"seed"})})
-    p, o, loss = trainer.cfg.ppo, trainer.cfg.optim, trainer.loss
-    if "clip_epsilon" in changed:
-        loss.clip_epsilon.fill_(p.clip_epsilon)
-        if trainer.clipper is not None:
-            trainer.clipper.value = p.clip_epsilon
-    if "critic_coef" in changed:
-        loss.critic_coeff.fill_(p.critic_coef)
-    if "clip_value" in changed and loss.clip_value is not None:
-        loss.clip_value.fill_(p.clip_value)
-    if "kl_coef" in changed:
-        loss.kl_coef.fill_(p.kl_coef)
-        if trainer.kl_coef is not None:
-            trainer.kl_coef.value = p.kl_coef
-    groups = trainer.optimizer.param_groups
-    for group in groups:
-        if "wd" in changed:
-            group["weight_decay"] = o.wd
-        if "adam_eps" in changed and "eps" in group:
-            group["eps"] = o.adam_eps
-    if "lr" in changed:
-        sched = trainer.lr_schedule
-        ratio = o.lr / sched.base_lrs[0]
-        sched.base_lrs = [b * ratio for b in sched.base_lrs]
-        for group, base in zip(groups, sched.base_lrs):
-            group["lr"] = base * sched.multiplier * sched.anneal_factor
-    return changed
+    diffs = config_differences(Config.upgrade_dict(saved_config), trainer.cfg.to_dict(), BOOKKEEPING_KEYS | {"seed"})
+    changed = sorted({k.split(".", 1)[1] for k in diffs})
+    return trainer.apply_hparams(trainer.cfg, changed)
 
 
 @dataclass
@@ -254,7 +228,7 @@ class AutoTuner:
             if self._valid(new):
                 return new
         raise TuningError(f"no valid config after 100 draws around {hparams}: the ranges conflict with the "
-                          "config's checks (e.g. batch_size > num_envs * steps_per_env); narrow them")
+                          "config's checks (e.g. minibatch_size > num_envs * steps_per_env); narrow them")
 
     def sample(self, rng: np.random.Generator) -> dict:
         for _ in range(100):
@@ -262,7 +236,7 @@ class AutoTuner:
             if self._valid(new):
                 return new
         raise TuningError("no valid config after 100 draws from the parameter ranges: they conflict with the "
-                          "config's checks (e.g. batch_size > num_envs * steps_per_env); narrow them")
+                          "config's checks (e.g. minibatch_size > num_envs * steps_per_env); narrow them")
 
     def _valid(self, hparams: Mapping[str, Any]) -> bool:
         try:
@@ -312,7 +286,7 @@ class AutoTuner:
         if state is not None:
             saved = {"base_config": state["base_config"], "tuning": state["tuning"], "seed": state["seed"]}
             ident = json.loads(json.dumps(self._identity()))
-            diffs = config_differences(saved["base_config"], ident["base_config"])
+            diffs = config_differences(Config.upgrade_dict(saved["base_config"]), ident["base_config"])
             if diffs or saved["tuning"] != ident["tuning"] or saved["seed"] != ident["seed"]:
                 raise TuningError(f"{self.dir / STATE} belongs to a tuner with another base config, tuning config "
                                   f"or seed ({diffs or 'tuning/seed differ'}): resume with the same ones or "

@@ -24,12 +24,12 @@ class TuningError(ConfigError):
 
 
 # Keys a member may change between generations while it continues from a checkpoint: they live in the config,
-# the loss buffers, the optimizer's param groups or the schedules, and `reapply_hyperparameters` moves them there.
+# the loss buffers, the optimizer's param groups or the schedules, and `Trainer.apply_hparams` moves them there.
 TUNABLE = frozenset({
     "clip_epsilon", "clip_value", "entropy_coef", "entropy_coef_end", "critic_coef", "kl_coef", "kl_target",
     "kl_early_stop", "adaptive_clip", "gamma", "gae_lambda", "normalize_advantage",
     "lr", "wd", "adam_eps", "max_grad_norm", "anneal_lr", "adaptive_lr", "min_lr", "max_lr",
-    "steps_per_env", "batch_size", "epochs", "obs_clip",
+    "steps_per_env", "minibatch_size", "epochs", "obs_clip",
 })
 # Why the others are refused: an exploited member must load its parent's checkpoint into its own trainer.
 REFUSED = {
@@ -205,7 +205,7 @@ class TuningConfig:
         params = data["parameters"]
         if not isinstance(params, Mapping) or not params:
             raise TuningError("tuning key 'parameters' must map config keys to ranges, e.g. "
-                              "{lr: {low: 1e-4, high: 3e-3, log: true}, batch_size: [512, 1024]}")
+                              "{lr: {low: 1e-4, high: 3e-3, log: true}, minibatch_size: [512, 1024]}")
         specs = [ParamSpec.parse(k, v, base) for k, v in params.items()]
         names = [s.name for s in specs]
         if len(set(names)) != len(names):

@@ -50,7 +50,7 @@ def cluster():
 
 
 def profile(**overrides):
-    from slurm.submit import DEFAULT_PROFILE, Profile
+    from aeon_trl.launch.profile import DEFAULT_PROFILE, Profile
     return Profile.load(DEFAULT_PROFILE, {"time": 10, "signal_delay_s": 30, "max_num_timeout": 10, **overrides})
 
 
@@ -60,7 +60,7 @@ def config(*overrides: str):
 
 
 def submit(run_dir: Path, *overrides: str, seeds=None, **profile_overrides):
-    from slurm.submit import submit as submit_
+    from aeon_trl.launch.submit import submit as submit_
     return submit_(config(*overrides), run_dir, profile(**profile_overrides), seeds=seeds, local=LOCAL)
 
 
@@ -119,8 +119,9 @@ def uninterrupted(run_dir: Path, *overrides: str) -> dict:
 
 
 def progress_frames(run_dir: Path) -> list[int]:
-    with (run_dir / "progress.csv").open() as f:
-        return [int(float(r["frames"])) for r in csv.DictReader(f)]
+    """The env steps of the rows of the run's log (TorchRL's CSVLogger: one file per metric, rows step,value)."""
+    with (run_dir / "logs" / "scalars" / "steps_per_second.csv").open() as f:
+        return [int(float(step)) for step, _ in csv.reader(f)]
 
 
 def assert_resumed(run_dir: Path, result: dict, total: int):
@@ -159,14 +160,14 @@ def test_seed_array_and_summary(cluster, tmp_path):
     for seed, folder, job in submitted:
         [result] = results(job)
         assert result["seed"] == seed and folder.name == f"seed_{seed}"
-    out = subprocess.run([sys.executable, "-m", "slurm.collect", str(tmp_path / "sweep"), "--json"], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "aeon_trl.cli.collect", str(tmp_path / "sweep"), "--json"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert [r["seed"] for r in summary["runs"]] == [0, 1, 2] and summary["missing"] == []
     assert summary["eval_return"]["n"] == 3 and summary["eval_return"]["std"] >= 0
     assert summary["steps_per_second"]["mean"] > 0
-    table = subprocess.run([sys.executable, "-m", "slurm.collect", str(tmp_path / "sweep")], cwd=REPO,
+    table = subprocess.run([sys.executable, "-m", "aeon_trl.cli.collect", str(tmp_path / "sweep")], cwd=REPO,
                            capture_output=True, text=True, timeout=60).stdout
     assert "eval return over 3 run(s)" in table and "±" in table
 
@@ -237,9 +238,9 @@ def test_two_process_gloo_data_parallel(cluster, tmp_path):
 
 @needs_slurm
 def test_plain_sbatch_template_runs_and_requeues(cluster, tmp_path):
-    """The script `slurm.submit --sbatch-only` writes runs without submitit and checkpoints + requeues itself."""
+    """The script `aeon-submit --sbatch-only` writes runs without submitit and checkpoints + requeues itself."""
     run_dir, script, total = tmp_path / "sbatch", tmp_path / "train.sbatch", 2560
-    made = subprocess.run([sys.executable, "-m", "slurm.submit", "--sbatch-only", str(script), "--run-dir",
+    made = subprocess.run([sys.executable, "-m", "aeon_trl.cli.submit", "--sbatch-only", str(script), "--run-dir",
                            str(run_dir), "--time", "10", "--signal-delay-s", "30", *TINY, f"total_timesteps={total}"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr

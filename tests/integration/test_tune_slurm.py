@@ -1,5 +1,5 @@
 """The AutoTuner on the real SLURM (``slurm/local_cluster.sh start``; ``.ci/run`` starts it): every generation is
-one job array through submitit (``slurm.submit.make_executor``), members continue from their checkpoints across
+one job array through submitit (``aeon_trl.launch.submit.make_executor``), members continue from their checkpoints across
 generations, and the eval_return metric comes back from the jobs."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .test_slurm import LOCAL, TINY, cluster, profile, pytestmark  # noqa: F401 
 
 def test_tuner_runs_each_generation_as_a_slurm_job_array(cluster, tmp_path):
     from aeon_trl.tuning import AutoTuner
-    from slurm.submit import make_executor
+    from aeon_trl.launch.submit import make_executor
     base = Config().with_overrides(TINY)
     tuning = {"population_size": 2, "mutation_rate": 0.25, "metric": "eval_return", "eval_episodes": 2,
               "eval_timesteps": 256, "parameters": {"lr": {"low": 1e-4, "high": 3e-3, "log": True},

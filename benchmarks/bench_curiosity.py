@@ -1,6 +1,6 @@
 """Curiosity benchmark: sparse-reward tasks with and without the ICM intrinsic reward, same budget and seeds.
 
-    python -m pipelines.bench_curiosity --tasks mcc cheetah [--mcc-seeds 0 1 2 3 4] [--cheetah-seeds 0 1 2]
+    python -m benchmarks.bench_curiosity --tasks mcc cheetah [--mcc-seeds 0 1 2 3 4] [--cheetah-seeds 0 1 2]
 
 Each run is one ``aeon-train`` process (``train_run``, env preset on); the no-curiosity arm is the same config
 with ``curiosity=false``. A run "reaches the goal" when its final deterministic evaluation (10 episodes) has a
@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from aeon_trl.sparse_envs import SPARSE_HALF_CHEETAH
-from pipelines.benchmark import OUT, finished_run, first_reach, machine, plot_arms, train_run, write_results_md
+from benchmarks.benchmark import OUT, finished_run, first_reach, machine, plot_arms, train_run, write_results_md
 
 # task -> (env id, goal threshold on the eval mean return, what the threshold means)
 TASKS = {
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     settings = {"mcc": (args.mcc_seeds, args.mcc_timesteps), "cheetah": (args.cheetah_seeds, args.cheetah_timesteps)}
     for task in args.tasks:
         previous = data["tasks"].get(task) if args.add_seeds else None
-        command = "python -m pipelines.bench_curiosity " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = "python -m benchmarks.bench_curiosity " + " ".join(argv if argv is not None else sys.argv[1:])
         data["tasks"][task] = run_task(task, *settings[task], reuse=args.reuse, previous=previous)
         data["tasks"][task]["command"] = f"{previous['command']}; {command}" if previous else command
     data.update(command="; ".join(sorted({t["command"] for t in data["tasks"].values()})), machine=machine(),

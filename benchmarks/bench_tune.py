@@ -1,7 +1,7 @@
 """Benchmark of the AutoTuner: does population-based training find a config that beats the base config?
 
-    python -m pipelines.bench_tune                      # Hopper-v5, pipelines/tuning/hopper.yaml, 5 generations
-    python -m pipelines.bench_tune --generations 3 --seeds 100 101
+    python -m benchmarks.bench_tune                      # Hopper-v5, benchmarks/tuning/hopper.yaml, 5 generations
+    python -m benchmarks.bench_tune --generations 3 --seeds 100 101
 
 1. Tune (resumable: benchmarks/runs/tune-<env>): population 8, each generation ``eval_timesteps`` steps per member.
 2. Train the base config and the best config from scratch for the best lineage's total steps
@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from pipelines.benchmark import OUT, evaluate_checkpoint, machine, mean_std, train_run
+from benchmarks.benchmark import OUT, evaluate_checkpoint, machine, mean_std, train_run
 
 TUNING = Path(__file__).parent / "tuning" / "hopper.yaml"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench_tune", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_tune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Hopper-v5")
     parser.add_argument("--tuning", default=str(TUNING))
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from aeon_trl.config import Config
     from aeon_trl.tuning import AutoTuner, TuningConfig
-    from pipelines.tune import members_table, plot
+    from aeon_trl.cli.tune import members_table, plot
 
     tune_dir = OUT / "runs" / f"{args.name}-{args.env}"
     if args.report:
@@ -60,10 +60,10 @@ def main(argv=None) -> int:
             data["notes"] = args.note
             (OUT / f"{args.name}.json").write_text(json.dumps(data, indent=1))
         write_section(data, members_table(state), args.name)
-        from pipelines.benchmark import write_results_md
+        from benchmarks.benchmark import write_results_md
         write_results_md()
         return 0
-    command = "python -m pipelines.bench_tune " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.bench_tune " + " ".join(argv if argv is not None else sys.argv[1:])
     # The base is what aeon-train (and so the from-scratch comparison below) runs: defaults + the env's preset.
     base, preset = Config.for_run([f"env_id={args.env}", "env_threads=1", "torch_threads=1", "progress=false"])
     data = OmegaConf.merge(OmegaConf.load(args.tuning), OmegaConf.from_dotlist(args.set))
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     }
     (OUT / f"{args.name}.json").write_text(json.dumps(data, indent=1))
     write_section(data, members_table(state), args.name)
-    from pipelines.benchmark import write_results_md
+    from benchmarks.benchmark import write_results_md
     write_results_md()
     b, t = summary["base"], summary["best"]
     print(f"base {b['eval_mean']:.0f} ± {b['eval_std']:.0f}  vs  tuned {t['eval_mean']:.0f} ± {t['eval_std']:.0f}")

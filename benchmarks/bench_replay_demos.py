@@ -1,7 +1,7 @@
 """Benchmarks of expert demonstrations and prioritized minibatches -> benchmarks/<kind>.json + sections/<kind>.md.
 
-    python -m pipelines.bench_replay_demos demos --checkpoint CKPT --source "how CKPT was trained" [demo overrides]
-    python -m pipelines.bench_replay_demos per [--env HalfCheetah-v5] [--seeds 4 5] [--timesteps 300000]
+    python -m benchmarks.bench_replay_demos demos --checkpoint CKPT --source "how CKPT was trained" [demo overrides]
+    python -m benchmarks.bench_replay_demos per [--env HalfCheetah-v5] [--seeds 4 5] [--timesteps 300000]
 
 ``demos``: records ``--episodes`` deterministic expert episodes from the checkpoint (aeon-record-demos), then
 trains with and without them (``demos=PATH`` + the overrides) for each seed and reports the env steps at which
@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from pipelines.benchmark import (OUT, finished_run, first_reach, machine, plot_arms, train_run, training_curve,
+from benchmarks.benchmark import (OUT, REPO, finished_run, first_reach, machine, plot_arms, train_run, training_curve,
                                  write_results_md)
 
 SECTIONS = OUT / "sections"
@@ -45,14 +45,15 @@ def return_at(history: list[dict], frames: int, key: str = "episode_return") -> 
 
 # ---- demos ----------------------------------------------------------------------------------------------
 def demos(args) -> dict:
-    from pipelines.record_demos import record
+    from aeon_trl.cli.record_demos import record
     from aeon_trl.ppo import AdvancedPPO
-    agent = AdvancedPPO.from_checkpoint(args.checkpoint)
+    agent = AdvancedPPO.from_checkpoint(REPO / args.checkpoint)  # a relative path is the repository's
     env = agent.config.env.env_id
-    demo_file, demo_info = OUT / "runs" / f"demos-{env}.pt", OUT / "runs" / f"demos-{env}.json"
-    record_cmd = (f"python -m pipelines.record_demos {args.checkpoint} --episodes {args.episodes} "
+    # named relative to the repository, where the training processes start: the runs' configs stay the same
+    demo_file, demo_info = (OUT / "runs" / f"demos-{env}.pt").relative_to(REPO), OUT / "runs" / f"demos-{env}.json"
+    record_cmd = (f"aeon-record-demos {args.checkpoint} --episodes {args.episodes} "
                   f"--min-return {args.min_return} --out {demo_file}")
-    if demo_file.exists() and demo_info.exists() and json.loads(demo_info.read_text())["command"] == record_cmd:
+    if (REPO / demo_file).exists() and demo_info.exists() and json.loads(demo_info.read_text())["command"] == record_cmd:
         info = json.loads(demo_info.read_text())
         agent.close()
     else:
@@ -60,7 +61,7 @@ def demos(args) -> dict:
             buffer, returns = record(agent.trainer, args.episodes, args.min_return)
         finally:
             agent.close()
-        buffer.save(demo_file)
+        buffer.save(REPO / demo_file)
         info = {"command": record_cmd, "expert_returns": returns, "transitions": len(buffer)}
         demo_info.write_text(json.dumps(info))
     expert = float(np.mean(info["expert_returns"]))
@@ -179,7 +180,7 @@ def main(argv=None) -> int:
     defaults = {"demos": ([1, 2, 3], 500_000), "per": ([4, 5], 300_000)}[args.kind]
     args.seeds, args.timesteps = args.seeds or defaults[0], args.timesteps or defaults[1]
     data = demos(args) if args.kind == "demos" else per(args)
-    command = "python -m pipelines.bench_replay_demos " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.bench_replay_demos " + shlex.join(argv if argv is not None else sys.argv[1:])
     data.update(command=command, machine=machine(), date=time.strftime("%Y-%m-%d"))
     (OUT / f"{args.kind}.json").write_text(json.dumps(data, indent=2))
     title = {"demos": "## Expert demonstrations (DAPG-style)", "per": "## Prioritized minibatches"}[args.kind]

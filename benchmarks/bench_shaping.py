@@ -1,13 +1,13 @@
-"""aeon-benchmark for automated shaping: the speed curriculum, and ablation rows for dynamic batch sizing and LAMB.
+"""The benchmark of automated shaping: the speed curriculum, and ablation rows for dynamic batch sizing and LAMB.
 
-    python -m pipelines.bench_shaping curriculum [overrides ...] [--seeds 1 2 3] [--timesteps 400000]
-    python -m pipelines.bench_shaping ablation [overrides ...] [--seeds 4 5] [--timesteps 500000] [--reuse-default]
+    python -m benchmarks.bench_shaping curriculum [overrides ...] [--seeds 1 2 3] [--timesteps 400000]
+    python -m benchmarks.bench_shaping ablation [overrides ...] [--seeds 4 5] [--timesteps 500000] [--reuse-default]
 
 ``curriculum``: HalfCheetah-v5 with ``curriculum=speed`` from level 0 against the same env started on its
 hardest level (``curriculum_start=-1``: training on the final task directly), same seeds and budget; the figure
 is the first env step at which the hardest level's success window passes the threshold ("not reached" if it
 never does), and the final evaluation on the hardest level. ``ablation``: HalfCheetah-v5 with the plain
-defaults (``--no-preset``, as ``pipelines/benchmark.py ablation``) against ``dynamic_batch=true`` and
+defaults (``--no-preset``, as ``benchmarks/benchmark.py ablation``) against ``dynamic_batch=true`` and
 ``optimizer=lamb``; ``--reuse-default`` takes the default rows from ``benchmarks/ablation.json`` when its
 seeds and budget are the same. Writes ``benchmarks/<curriculum|shaping_ablation>.json`` and a section
 ``benchmarks/sections/<same>.md``, then regenerates RESULTS.md.
@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from pipelines.benchmark import OUT, machine, mean_std, run_grid, train_run, write_results_md
+from benchmarks.benchmark import OUT, machine, mean_std, run_grid, train_run, write_results_md
 
 ENV = "HalfCheetah-v5"
 # The curriculum task: 200-step episodes; an episode succeeds when its mean forward speed reaches the level's
@@ -81,7 +81,9 @@ def ablation(args) -> dict:
         data = json.loads(old.read_text())
         row = next((r for r in data["rows"] if r["env"] == ENV and r["variant"] == "default"), None)
         # that file's defaults: seeds 4 5, 500,000 steps, no overrides
-        same_runs = data["command"].strip() == "python -m pipelines.benchmark ablation" and \
+        # (pipelines.benchmark: the module's name when that file was written)
+        same_runs = data["command"].strip() in ("python -m benchmarks.benchmark ablation",
+                                                "python -m pipelines.benchmark ablation") and \
             args.timesteps == 500_000 and args.seeds == [4, 5] and set(args.overrides) <= {"env_threads=1", "torch_threads=1"}
         if row is None or not same_runs:
             raise SystemExit("--reuse-default needs benchmarks/ablation.json's default row at the same seeds (4 5) "
@@ -221,7 +223,7 @@ def main(argv=None) -> int:
 
 def save(args, name: str, data: dict) -> str:
     """Write benchmarks/<name>.json and its section, regenerate RESULTS.md; returns the section."""
-    data.update(command="python -m pipelines.bench_shaping " + " ".join(args.argv), machine=machine(),
+    data.update(command="python -m benchmarks.bench_shaping " + " ".join(args.argv), machine=machine(),
                 date=time.strftime("%Y-%m-%d"))
     (OUT / f"{name}.json").write_text(json.dumps(data, indent=2))
     text = write_section(name, data)

@@ -1,13 +1,15 @@
-"""aeon-benchmark: the learning, ablation, throughput and scaling benchmarks behind benchmarks/RESULTS.md.
+"""The learning, ablation, throughput and scaling benchmarks behind benchmarks/RESULTS.md (from the repository root):
 
-    aeon-benchmark learning   [--envs ...] [--seeds 0 1 2] [--timesteps 1000000] [--jobs 2]
-    aeon-benchmark ablation   [--envs HalfCheetah-v5] [--seeds 0] [--timesteps 1000000] [--jobs 2]
-    aeon-benchmark throughput [--repeats 3] [--timesteps 200000]
-    aeon-benchmark scaling    [--repeats 3] [--timesteps 100000] [--timeout S]
+    python -m benchmarks.benchmark learning   [--envs ...] [--seeds 0 1 2] [--timesteps 1000000] [--jobs 2]
+    python -m benchmarks.benchmark ablation   [--envs HalfCheetah-v5] [--seeds 0] [--timesteps 1000000] [--jobs 2]
+    python -m benchmarks.benchmark throughput [--repeats 3] [--timesteps 200000]
+    python -m benchmarks.benchmark scaling    [--repeats 3] [--timesteps 100000] [--timeout S]
 
 Each training run is a separate ``aeon-train`` process (seed-parallel with ``--jobs``) writing its
 run folder under ``benchmarks/runs/``; the script aggregates their results.json into
 ``benchmarks/<kind>.json``, per-env learning-curve PNGs, and regenerates ``benchmarks/RESULTS.md``.
+Everything is written next to this file, whatever the current folder; the training processes start in the
+repository root, so the paths their configs name (``demos=benchmarks/runs/...``) stay the same.
 ``scaling`` measures collection frames/s against envpool worker threads, and training steps/s with 1 and 2
 data-parallel processes (``torchrun -m aeon_trl.launch.job``); its 32-process figure is an estimate.
 """
@@ -31,7 +33,8 @@ import numpy as np
 
 from aeon_trl.config import preset_path
 
-OUT = Path("benchmarks")
+OUT = Path(__file__).resolve().parent  # benchmarks/: results, plots and run folders
+REPO = OUT.parent  # where training processes start
 # Defaults were chosen on seed 0 and the ablation seeds 4-5 (benchmarks/NOTES.md); learning uses seeds 1-3.
 ENVS = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"]
 TARGETS = {"HalfCheetah-v5": 5000, "Hopper-v5": 3000, "Walker2d-v5": 4000}
@@ -68,10 +71,10 @@ def train_run(name: str, overrides: list[str], jobs: int, preset: bool = True) -
     run_dir = OUT / "runs" / name
     threads = ["env_threads=1"] if jobs > 1 else []  # parallel runs share the cores
     flags = [] if preset else ["--no-preset"]
-    cmd = [sys.executable, "-m", "pipelines.train", *flags, *threads, *overrides, "progress=false",
+    cmd = [sys.executable, "-m", "aeon_trl.cli.train", *flags, *threads, *overrides, "progress=false",
            "--run-dir", str(run_dir)]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"run {name} failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
@@ -235,7 +238,7 @@ def collection_rate(overrides: list[str], frames: int = 16_384) -> float:
     """Frames/s of the real collector (policy + transforms) on one env path, after one warm-up batch."""
     from aeon_trl.config import Config
     from aeon_trl.trainer import Trainer
-    cfg = Config().with_overrides([*overrides, "steps_per_env=128", "batch_size=256", "progress=false"])
+    cfg = Config().with_overrides([*overrides, "steps_per_env=128", "minibatch_size=256", "progress=false"])
     trainer = Trainer(cfg)
     try:
         trainer.collect()
@@ -259,7 +262,7 @@ def throughput(args) -> dict:
     from aeon_trl.config import Config
     cfg, preset = Config.for_run([*base, "progress=false"])  # what train_run's aeon-train builds
     setup = (f"{cfg.env.env_id}, defaults{f' + presets/{preset.name}' if preset else ''}: {cfg.env.num_envs} envs x "
-             f"{cfg.train.steps_per_env} steps, minibatches of {cfg.train.batch_size}, up to {cfg.train.epochs} epochs")
+             f"{cfg.train.steps_per_env} steps, minibatches of {cfg.train.minibatch_size}, up to {cfg.train.epochs} epochs")
     process_sps = [r["timesteps"] / r["process_wall_time"] for r in runs]
     collect = [statistics.median(h["collect_fps"] for h in r["history"]) for r in runs]
     return {"training_config": setup, "raw_env_steps_per_second": raw, "collection_frames_per_second_by_env_path": paths,
@@ -291,7 +294,7 @@ def torchrun_job(name: str, nproc: int, overrides: list[str], timeout: float) ->
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=REPO)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -419,7 +422,7 @@ def _scaling_md(data: dict) -> list[str]:
 
 def write_results_md() -> None:
     """Regenerate RESULTS.md from every benchmarks/<kind>.json present."""
-    parts = ["# Benchmark results", "", "Regenerated by `pipelines/benchmark.py` from `benchmarks/<kind>.json`. "
+    parts = ["# Benchmark results", "", "Regenerated by `benchmarks/benchmark.py` from `benchmarks/<kind>.json`. "
              "Returns are the mean over seeds of each run's final 10-episode deterministic evaluation.", ""]
     for kind in ("learning", "ablation", "throughput", "scaling"):
         path = OUT / f"{kind}.json"
@@ -467,7 +470,7 @@ def write_results_md() -> None:
                           f"| runs, all 10 epochs (training-loop steps/s) | "
                           f"{[round(x) for x in data['train_steps_per_second_10_epochs']]} |"]
         parts.append("")
-    # Feature benchmarks (their own scripts under pipelines/) each write one section here.
+    # Feature benchmarks (their own scripts, benchmarks/bench_*.py) each write one section here.
     parts += ["Rollout shapes of the feature sections below: the curriculum, env-path and HalfCheetah tuning "
               "sections were measured with the current default, 128 envs x 32 steps; the demonstrations section and "
               "the Hopper tuning section with metric `eval_return` with Hopper's preset, 64 x 64 (as the learning "
@@ -489,7 +492,7 @@ def write_results_md() -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="aeon-benchmark", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["learning", "ablation", "throughput", "scaling", "report"])
     parser.add_argument("overrides", nargs="*", help="config overrides applied to every run")
@@ -512,7 +515,7 @@ def main(argv=None) -> int:
         args.timesteps = args.timesteps or defaults[2]
         data = {"learning": learning, "ablation": ablation, "throughput": throughput,
                 "scaling": scaling}[args.kind](args)
-        command = "python -m pipelines.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = "python -m benchmarks.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
         data.update(command=command, machine=machine(), date=time.strftime("%Y-%m-%d"))
         previous = OUT / f"{args.kind}.json"
         if args.kind == "learning" and previous.exists():  # a rerun of some envs keeps the other envs' rows

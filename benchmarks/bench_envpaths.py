@@ -1,8 +1,8 @@
 """Env paths agree: policies trained on the envpool path, evaluated on envpool and on gymnasium's own env.
 
-    python -m pipelines.bench_envpaths [--envs HalfCheetah-v5 Hopper-v5 Walker2d-v5] [--seed 2] [--episodes 20]
+    python -m benchmarks.bench_envpaths [--envs HalfCheetah-v5 Hopper-v5 Walker2d-v5] [--seed 2] [--episodes 20]
 
-Reads the checkpoints of ``python -m pipelines.benchmark learning`` (``benchmarks/runs/<env>-s<seed>/``, trained
+Reads the checkpoints of ``python -m benchmarks.benchmark learning`` (``benchmarks/runs/<env>-s<seed>/``, trained
 with ``env_backend=auto``, i.e. envpool) and plays ``--episodes`` deterministic episodes of each on both paths:
 ``env_backend=envpool`` and ``env_backend=serial`` (gymnasium's MuJoCo env, one ``GymEnv`` per episode), with the
 checkpoint's frozen normalization. Equal return distributions mean the agent trained on envpool scores the same
@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from pipelines.benchmark import ENVS, OUT, evaluate_checkpoint, machine, write_results_md
+from benchmarks.benchmark import ENVS, OUT, evaluate_checkpoint, machine, write_results_md
 
 BACKENDS = {"envpool": "envpool (EnvPoolEnv)", "serial": "gymnasium (SerialEnv of GymEnv)"}
 
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     for env in args.envs:
         path = OUT / "runs" / f"{env}-s{args.seed}" / "checkpoint.pt"
         if not path.exists():
-            raise SystemExit(f"{path} is missing: run `python -m pipelines.benchmark learning --envs {env}` first")
+            raise SystemExit(f"{path} is missing: run `python -m benchmarks.benchmark learning --envs {env}` first")
         # a small training env: it is never stepped, the checkpoint only needs its specs and statistics
         per_backend = {b: evaluate_checkpoint(path, args.episodes, args.eval_seed,
                                               [f"env_backend={b}", "num_envs=32", "env_threads=1", "progress=false"])
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
                      "std": {k: float(np.std(v)) for k, v in per_backend.items()}})
         print(f"  {env}: envpool {np.mean(a):.1f} ± {np.std(a):.1f}, gymnasium {np.mean(b):.1f} ± {np.std(b):.1f}, "
               f"t = {rows[-1]['welch_t']:.2f}", flush=True)
-    command = "python -m pipelines.bench_envpaths " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.bench_envpaths " + " ".join(argv if argv is not None else sys.argv[1:])
     data = {"command": command.strip(), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
             "episodes": args.episodes, "eval_seed": args.eval_seed, "rows": rows}
     (OUT / "envpaths.json").write_text(json.dumps(data, indent=2))

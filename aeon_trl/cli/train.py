@@ -1,0 +1,89 @@
+"""aeon-train: train PPO from defaults + a config file + ``key=value`` overrides.
+
+    aeon-train                                   # HalfCheetah-v5, 1M steps, default config + its preset
+    aeon-train env_id=Hopper-v5 lr=1e-4 seed=3    # overrides (flat, nested ppo.clip_epsilon=0.3, or seed keys)
+    aeon-train --config my.yaml --run-dir runs/x  # a YAML/JSON config file
+    aeon-train --resume runs/x                    # continue from runs/x/checkpoint.pt
+
+The run folder is ``aeon_trl.driver.run_training``'s: config.yaml, logs/ (TorchRL CSV or TensorBoard logger),
+checkpoint.pt (atomic, every ``checkpoint_every`` iterations), results.json, history.json, learning_curve.png.
+``--resume`` may raise ``total_timesteps`` (to train longer); other config changes are refused.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from aeon_trl.checkpoint import CheckpointError, load_checkpoint
+from aeon_trl.config import Config, ConfigError
+from aeon_trl.data.demonstrations import DemonstrationError
+from aeon_trl.driver import CHECKPOINT, Callback, Run, run_training
+from aeon_trl.trainer import NonFiniteError
+
+# What --resume may change: a longer budget continues the run (the schedules stretch to the new horizon).
+RESUME_MAY_CHANGE = frozenset({"total_timesteps"})
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="aeon-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value (OmegaConf dotlist)")
+    parser.add_argument("--config", help="YAML/JSON config file (nested or flat keys)")
+    parser.add_argument("--run-dir", help="run folder (default: <run_dir>/<env_id>-s<seed>-<time>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="resume the run in RUN_DIR from its checkpoint")
+    parser.add_argument("--no-preset", action="store_true", help="ignore the env's shipped preset (plain defaults)")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
+    """The config, the run folder and whether it resumes; with --resume, the checkpointed config (overrides
+    still apply)."""
+    if args.resume:
+        run_dir = Path(args.resume)
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        return Config.from_dict(state["config"]).with_overrides(args.overrides), run_dir, True
+    cfg, preset = Config.for_run(args.overrides, args.config, preset=not args.no_preset)
+    if preset:
+        print(f"aeon-train: using the preset {preset.name} for {cfg.env.env_id} (--config replaces it, --no-preset "
+              "skips it)", file=sys.stderr)
+    run_dir = Path(args.run_dir) if args.run_dir else \
+        Path(cfg.train.run_dir) / f"{cfg.env.env_id}-s{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return cfg, run_dir, False
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over the run's env steps with the recent return and steps/s (``progress=false``: none)."""
+
+    def training(self, run: Run):
+        self.bar = tqdm(total=run.cfg.train.total_timesteps, initial=run.trainer.frames, unit="step",
+                        dynamic_ncols=True, disable=not run.cfg.train.progress, desc=run.cfg.env.env_id)
+        return self.bar
+
+    def on_iteration(self, run: Run, metrics: dict) -> None:
+        self.bar.update(metrics["frames"] - self.bar.n)
+        self.bar.set_postfix(ret=f"{metrics['episode_return']:.1f}", sps=f"{metrics['steps_per_second']:.0f}",
+                             refresh=False)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg, run_dir, resume = build_config(args)
+        results = run_training(cfg, run_dir, resume=resume, callbacks=[ProgressBar()], may_change=RESUME_MAY_CHANGE)
+    except (ConfigError, CheckpointError, NonFiniteError, DemonstrationError) as exc:
+        print(f"aeon-train: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    evaluation = (f"; final evaluation return {results['eval_mean']:.1f} ± {results['eval_std']:.1f} over "
+                  f"{len(results['eval_returns'])} episodes") if results["eval_returns"] else ""
+    print(f"{cfg.env.env_id}: {results['timesteps']} steps in {results['wall_time']:.0f} s "
+          f"({results['steps_per_second']:.0f} steps/s){evaluation}")
+    print(f"run folder: {run_dir} (results.json, learning_curve.png, checkpoint.pt)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

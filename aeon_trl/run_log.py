@@ -1,0 +1,87 @@
+"""A run's log: the metrics every entry point logs, through TorchRL's loggers, and the learning-curve plot.
+
+``make_logger`` picks CSVLogger or TensorboardLogger per ``train.logger``; their files go to
+``<run folder>/logs``. A resumed run first drops what was logged after its checkpoint, so the log reads
+as one uninterrupted run: CSV rows past the checkpoint's step are removed, TensorBoard hides the events
+past it (``SummaryWriter(purge_step=...)``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from torchrl.record.loggers import CSVLogger, TensorboardLogger
+
+from aeon_trl.config import Config
+
+LOGS = "logs"  # the loggers' experiment name
+LOGGED = ("episode_return", "steps_per_second", "collect_fps", "loss_objective", "loss_critic", "loss_entropy",
+          "eval_return", "loss_kl", "kl_approx", "clip_fraction", "entropy", "explained_variance", "lr", "clip_epsilon",
+          "kl_coef", "entropy_coef", "value_std", "epochs_run", "loss_demo", "demo_coef",
+          # with curiosity=true: the two per-step reward parts (normalized), the ICM losses, the coefficient
+          "reward_extrinsic", "reward_intrinsic", "loss_forward", "loss_inverse", "curiosity_coef",
+          # dynamic batch sizing and the curriculum
+          "frames_per_batch", "curriculum_level", "curriculum_target", "curriculum_success_rate", "curriculum_solved")
+
+
+def make_logger(cfg: Config, run_dir: Path, resume_step: int | None = None) -> CSVLogger | TensorboardLogger | None:
+    """The logger ``train.logger`` names (None for "none"). ``resume_step``: the run continues a checkpoint
+    taken at that step (env steps), so what was logged after it is dropped."""
+    if cfg.train.logger == "none":
+        return None
+    if cfg.train.logger == "tensorboard":
+        if resume_step is None:
+            return TensorboardLogger(exp_name=LOGS, log_dir=str(run_dir))
+        return ResumedTensorboardLogger(exp_name=LOGS, log_dir=str(run_dir), purge_step=resume_step + 1)
+    if resume_step is not None:
+        drop_rows_after(run_dir / LOGS / "scalars", resume_step)
+    return CSVLogger(exp_name=LOGS, log_dir=str(run_dir))
+
+
+def log_metrics(logger: CSVLogger | TensorboardLogger, metrics: dict, step: int) -> None:
+    for key in LOGGED:
+        if np.isfinite(metrics.get(key, np.nan)):  # curiosity/demo/curriculum keys exist only when those are on
+            logger.log_scalar(key, metrics[key], step=step)
+
+
+def drop_rows_after(folder: Path, step: int) -> None:
+    """Keep only the rows ``step,value`` at or before ``step`` in every CSV of ``folder`` (CSVLogger appends)."""
+    for path in sorted(folder.glob("*.csv")):
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(line for line in lines if float(line.split(",", 1)[0]) <= step))
+
+
+class ResumedTensorboardLogger(TensorboardLogger):
+    """TensorboardLogger whose writer hides the events at ``purge_step`` and later: a resumed run's."""
+
+    def __init__(self, exp_name: str, log_dir: str, purge_step: int):
+        self.purge_step = purge_step
+        super().__init__(exp_name=exp_name, log_dir=log_dir)
+
+    def _create_experiment(self):
+        from torch.utils.tensorboard import SummaryWriter
+        return SummaryWriter(log_dir=os.path.join(self.log_dir, self.exp_name), purge_step=self.purge_step)
+
+
+def plot_learning_curve(history: list[dict], path: Path, title: str, eval_return: float | None = None) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    frames = [h["frames"] for h in history]
+    returns = [h["episode_return"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(frames, returns, label="training episode return (last 20 episodes)")
+    evals = [(h["frames"], h["eval_return"]) for h in history if "eval_return" in h]
+    if evals:
+        ax.plot(*zip(*evals), "o-", color="C2", ms=3, label="deterministic evaluation (eval_every)")
+    if eval_return is not None and frames:
+        ax.scatter([frames[-1]], [eval_return], color="C3", zorder=3, label="final deterministic evaluation")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
