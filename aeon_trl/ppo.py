@@ -176,6 +176,14 @@ class AdvancedPPO:
         agent.trainer.load_state_dict(state)
         return agent
 
+    @classmethod
+    def from_trainer(cls, trainer: Trainer) -> "AdvancedPPO":
+        """The facade over a trainer that already exists (the training driver's): ``get_action``, ``evaluate``
+        and ``save`` then use its networks and normalization statistics, with nothing copied."""
+        agent = cls.__new__(cls)
+        agent.config, agent.trainer = trainer.cfg, trainer
+        return agent
+
     def close(self) -> None:
         self.trainer.close()
 
