@@ -24,7 +24,7 @@ from torchrl.envs import EnvBase, ExplorationType, GymWrapper, SerialEnv, set_ex
 from aeon_trl.checkpoint import load_checkpoint
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.envs import make_env
-from aeon_trl.trainer import Trainer
+from aeon_trl.trainer import NonFiniteError, Trainer
 
 
 def _config(config: Config | Mapping[str, Any] | None, **forced) -> Config:
@@ -113,6 +113,10 @@ class AdvancedPPO:
         ``done``: the episode ended; ``truncated``: it ended by a time limit (GAE then bootstraps from
         ``next_state``). Observations are normalized as ``get_action`` does; rewards are used as given.
         """
+        if not all(np.isfinite(np.asarray(x, dtype=np.float64)).all() for x in (state, reward, next_state)):
+            # before anything is recorded: the episode returns and the batch being filled stay finite
+            raise NonFiniteError("store() got NaN/inf in the state, reward or next_state; check the env or its "
+                                 "reward wrapper. Nothing was stored.")
         obs, next_obs = self._as_obs(state), self._as_obs(next_state)
         n = obs.shape[0]
         if self.config.frames_per_batch % n:

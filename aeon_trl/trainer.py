@@ -7,6 +7,7 @@ statistics, schedules, plugins' states, RNG states, counters, episode history) i
 """
 from __future__ import annotations
 
+import copy
 import functools
 import random
 import time
@@ -94,6 +95,8 @@ class Trainer:
         self.update_keys = self.loss.minibatch_keys
         self._collector: Collector | None = None
         self._resumed_env: dict | None = None  # env-side state of a loaded checkpoint, applied by collect()
+        self._stats_before_batch: dict | None = None  # the normalization statistics before the batch in collection
+        self._env_runtime_lost = False  # a batch failed the NaN check: the episodes in flight are not resumable
         self.frames = 0
         self.total_timesteps = cfg.train.total_timesteps  # the horizon of the lr/entropy schedules
         self.iteration = 0
@@ -151,7 +154,19 @@ class Trainer:
             if self._resumed_env is not None:
                 self._restore_env(self._resumed_env)
                 self._resumed_env = None
+        # The env folds each step into its running statistics as it collects: a batch that then fails the NaN
+        # check has already poisoned them, and discard_batch() puts these back (a few small tensors a batch).
+        self._stats_before_batch = copy.deepcopy(self.obs_norm.state_dict())
         return next(self._batches)
+
+    def discard_batch(self) -> None:
+        """Undo what collecting the last batch did to the run's state, after it failed the NaN check: the obs
+        and reward normalization statistics go back to before it; the episodes in flight (NaN in the
+        collector's carried TensorDict) are left out of later checkpoints, whose resume starts fresh ones."""
+        if self._stats_before_batch is not None:
+            self.obs_norm.load_state_dict(self._stats_before_batch)
+            self._stats_before_batch = None
+        self._env_runtime_lost = True
 
     def _restore_env(self, saved: dict) -> None:
         """After the collector's first reset: the checkpoint's statistics (that reset updated them), and where
@@ -164,6 +179,8 @@ class Trainer:
 
     def _env_runtime(self) -> dict:
         """The simulators and the collector's carried TensorDict; the carrier is only of use with them."""
+        if self._env_runtime_lost:
+            return {"simulators": None, "carrier": None}
         simulators = env_state.capture(self.env) if self._collector is not None else None
         carrier = _compat.collector_carrier(self._collector).exclude("collector").to_dict() \
             if simulators is not None else None
@@ -365,7 +382,11 @@ class Trainer:
         while self.frames < min(total, until or total):
             t0 = time.perf_counter()
             batch = self.collect()
-            metrics = self.step(batch, collect_seconds=time.perf_counter() - t0)
+            try:
+                metrics = self.step(batch, collect_seconds=time.perf_counter() - t0)
+            except NonFiniteError:
+                self.discard_batch()
+                raise
             if on_iteration is not None:
                 on_iteration(self, metrics)
         wall = time.perf_counter() - start
@@ -438,7 +459,9 @@ class Trainer:
 
     # ---- checkpointing ------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
+        """Everything a run needs to resume exactly. Refuses (``NonFiniteError``) a state holding NaN/inf in
+        any tensor, e.g. the network after a NaN loss: a checkpoint must stay a state worth resuming."""
+        state = {
             "config": self.cfg.to_dict(),
             "dims": list(env_dims(self.env)),
             "net": self.net.state_dict(),
@@ -458,6 +481,13 @@ class Trainer:
             "history": self.history,
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()[1]},
         }
+        poisoned = [name for name, t in _float_tensors({k: v for k, v in state.items() if k != "history"})
+                    if not torch.isfinite(t).all()]
+        if poisoned:
+            raise NonFiniteError(f"refusing to save: NaN/inf in {', '.join(poisoned[:5])}"
+                                 + (f" and {len(poisoned) - 5} more" if len(poisoned) > 5 else "")
+                                 + "; the state is not worth resuming: keep the last good checkpoint")
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         dims = list(env_dims(self.env))
@@ -537,6 +567,19 @@ def rollout_returns(env: EnvBase, policy: Callable, max_steps: int, deterministi
     returns = rollout.get(("next", "episode_reward")).squeeze(-1)
     first_done = torch.where(done.any(-1), done.float().argmax(-1), torch.full_like(done[:, 0], -1, dtype=torch.long))
     return returns[torch.arange(done.shape[0]), first_done].tolist()
+
+
+def _float_tensors(tree, prefix: str = ""):
+    """``(path, tensor)`` of every floating-point tensor in nested dicts/lists (a state dict)."""
+    if isinstance(tree, torch.Tensor):
+        if tree.is_floating_point():
+            yield prefix.lstrip("/"), tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _float_tensors(value, f"{prefix}/{key}")
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            yield from _float_tensors(value, f"{prefix}/{i}")
 
 
 def _numpy_rng_state() -> dict:
