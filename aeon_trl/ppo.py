@@ -151,11 +151,19 @@ class AdvancedPPO:
     def _normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return self.trainer.obs_norm.normalize(obs)
 
+    @property
+    def buffer(self):
+        """The on-policy buffer of the last update (``train()`` or a full ``store()`` batch): a torchrl
+        ``ReplayBuffer`` of flat rows with advantages, e.g. ``DemonstrationBuffer.sample(agent_buffer=ppo.buffer)``."""
+        return self.trainer.buffer
+
     def update_from_batch(self, batch: TensorDictBase) -> dict[str, float]:
         """One gradient step of the loss on a minibatch: PPO terms on its agent rows (as collected: normalized
         observations, advantages, old log-probs) and, when it carries ``is_demo``, the demonstration
         log-likelihood term on its demo rows (raw observations, normalized here with the current statistics),
-        e.g. ``DemonstrationBuffer.sample(...)``. The trainer takes the same step; returns the loss terms."""
+        weighted by the config's ``demo_coef`` (1.0 by default), e.g.
+        ``DemonstrationBuffer.sample(batch_size=512, agent_buffer=ppo.buffer, demo_ratio=0.3)``. The trainer
+        takes the same step; returns the loss terms."""
         out = self.trainer.optimize_minibatch(batch)
         return {k: v.item() for k, v in out.items() if v.numel() == 1}
 

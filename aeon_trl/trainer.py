@@ -81,7 +81,9 @@ class Trainer:
         self.loss = AdvancedClipPPOLoss(
             self.actor, self.critic, clip_epsilon=p.clip_epsilon, clip_value=p.clip_value,
             entropy_coeff=p.entropy_coef, critic_coeff=p.critic_coef, kl_coef=p.kl_coef,
-            normalize_advantage=p.normalize_advantage, functional=False)
+            # on in every run: the term is nonzero only on rows flagged is_demo (the demonstrations plugin's
+            # minibatches, which also decay it; or a DemonstrationBuffer.sample batch given to optimize_minibatch)
+            demo_coef=cfg.demo.demo_coef, normalize_advantage=p.normalize_advantage, functional=False)
         self.advantage = GAE(gamma=p.gamma, lmbda=p.gae_lambda, value_network=None, average_gae=False)
         self.optimizer = build_optimizer(self.net.parameters(), o)
         self.lr_schedule = KLAdaptiveLR(self.optimizer, kl_target=p.kl_target if o.adaptive_lr else None,
@@ -119,6 +121,10 @@ class Trainer:
             storage=LazyTensorStorage(capacity, device=self.device), sampler=SamplerWithoutReplacement(),
             batch_size=cfg.train.minibatch_size)
         self.loss_keys = LOSS_KEYS + tuple(k for plugin in self.plugins for k in plugin.loss_keys)
+        # Summed into the total in this order when present: the logged terms, then any other term the loss
+        # declares (loss_demo when a minibatch brings demo rows without the demonstrations plugin).
+        self._summed_keys = self.loss_keys + tuple(k for k in self.loss.out_keys
+                                                   if k.startswith("loss_") and k not in self.loss_keys)
 
     # ---- plugins ------------------------------------------------------------------------
     def plugin(self, name: str) -> Plugin | None:
@@ -206,7 +212,7 @@ class Trainer:
             normalized = self.obs_norm.normalize(obs[is_demo])
             minibatch.set(self.obs_norm.key, obs.masked_scatter(is_demo.unsqueeze(-1), normalized))
         out = self.loss.critic_only(minibatch) if critic_only else self.loss(minibatch)
-        keys = [k for k in self.loss_keys if k in out.keys()]
+        keys = [k for k in self._summed_keys if k in out.keys()]
         total = sum(out.get(k) for k in keys)
         if not torch.isfinite(total):
             raise NonFiniteError(
@@ -248,12 +254,13 @@ class Trainer:
         # critic_warmup: the policy stands still (KL 0), so the KL-driven lr, early stop and clip stay as they are.
         warmup = self.iteration < cfg.ppo.critic_warmup
         sums: dict[str, float] = {k: 0.0 for k in self.loss_keys + DIAGNOSTIC_KEYS}
-        steps = 0
+        steps, demo_rows = 0, False
         minibatches = max(1, batch.numel() // cfg.train.minibatch_size)
         for epoch in range(cfg.train.epochs):
             epoch_kl = 0.0
             for _ in range(minibatches):
                 minibatch = self.minibatch()
+                demo_rows = demo_rows or self.loss.tensor_keys.is_demo in minibatch.keys(include_nested=True)
                 out = self.optimize_minibatch(minibatch, critic_only=warmup)
                 for plugin in self.plugins:
                     plugin.on_minibatch(minibatch, out)  # prioritized: the rows' new priorities
@@ -275,7 +282,7 @@ class Trainer:
             self._adapt_to_kl(metrics)
         metrics.update(lr=lr, epochs_run=epoch + 1, clip_epsilon=self.loss.clip_epsilon.item(),
                        kl_coef=self.loss.kl_coef.item(), entropy_coef=self.loss.entropy_coeff.item(),
-                       demo_coef=self.loss.demo_coef.item(),
+                       demo_coef=self.loss.demo_coef.item() if demo_rows else 0.0,  # the term's weight here
                        value_std=batch.get(self.loss.tensor_keys.value_std).mean().item(), **plugin_metrics)
         return metrics
 
