@@ -25,7 +25,7 @@ from torchrl.objectives.value import GAE
 
 from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from aeon_trl import _compat, env_state
-from aeon_trl._util import eval_seed, seed_everything
+from aeon_trl._util import eval_seed, float_tensors, seed_everything
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.envs import ObsNorm, env_dims, make_base_env, make_env
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
@@ -78,12 +78,7 @@ class Trainer:
         self.net = AdaptiveActorCritic.from_config(obs_dim, act_dim, cfg.model).to(self.device)
         self.actor, self.critic = make_ppo_operators(self.net)
         p, o = cfg.ppo, cfg.optim
-        self.loss = AdvancedClipPPOLoss(
-            self.actor, self.critic, clip_epsilon=p.clip_epsilon, clip_value=p.clip_value,
-            entropy_coeff=p.entropy_coef, critic_coeff=p.critic_coef, kl_coef=p.kl_coef,
-            # on in every run: the term is nonzero only on rows flagged is_demo (the demonstrations plugin's
-            # minibatches, which also decay it; or a DemonstrationBuffer.sample batch given to optimize_minibatch)
-            demo_coef=cfg.demo.demo_coef, normalize_advantage=p.normalize_advantage, functional=False)
+        self.loss = AdvancedClipPPOLoss.from_config(self.actor, self.critic, cfg)
         self.advantage = GAE(gamma=p.gamma, lmbda=p.gae_lambda, value_network=None, average_gae=False)
         self.optimizer = build_optimizer(self.net.parameters(), o)
         self.lr_schedule = KLAdaptiveLR(self.optimizer, kl_target=p.kl_target if o.adaptive_lr else None,
@@ -488,7 +483,7 @@ class Trainer:
             "history": self.history,
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()[1]},
         }
-        poisoned = [name for name, t in _float_tensors({k: v for k, v in state.items() if k != "history"})
+        poisoned = [name for name, t in float_tensors({k: v for k, v in state.items() if k != "history"})
                     if not torch.isfinite(t).all()]
         if poisoned:
             raise NonFiniteError(f"refusing to save: NaN/inf in {', '.join(poisoned[:5])}"
@@ -574,19 +569,6 @@ def rollout_returns(env: EnvBase, policy: Callable, max_steps: int, deterministi
     returns = rollout.get(("next", "episode_reward")).squeeze(-1)
     first_done = torch.where(done.any(-1), done.float().argmax(-1), torch.full_like(done[:, 0], -1, dtype=torch.long))
     return returns[torch.arange(done.shape[0]), first_done].tolist()
-
-
-def _float_tensors(tree, prefix: str = ""):
-    """``(path, tensor)`` of every floating-point tensor in nested dicts/lists (a state dict)."""
-    if isinstance(tree, torch.Tensor):
-        if tree.is_floating_point():
-            yield prefix.lstrip("/"), tree
-    elif isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from _float_tensors(value, f"{prefix}/{key}")
-    elif isinstance(tree, (list, tuple)):
-        for i, value in enumerate(tree):
-            yield from _float_tensors(value, f"{prefix}/{i}")
 
 
 def _numpy_rng_state() -> dict:

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from aeon_trl._util import float_tensors  # (path, tensor) of every float tensor of a state
+
 
 class NaNRewardAfter(gym.Wrapper):
     """The wrapped env's reward becomes NaN from the ``after``-th step on."""
@@ -24,18 +26,6 @@ class NaNRewardAfter(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.steps += 1
         return obs, (float("nan") if self.steps > self.after else reward), terminated, truncated, info
-
-
-def _float_tensors(tree, prefix=""):
-    if isinstance(tree, torch.Tensor):
-        if tree.is_floating_point():
-            yield prefix, tree
-    elif isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _float_tensors(v, f"{prefix}/{k}")
-    elif isinstance(tree, (list, tuple)):
-        for i, v in enumerate(tree):
-            yield from _float_tensors(v, f"{prefix}/{i}")
 
 
 def test_save_after_non_finite_error_keeps_finite_statistics(tmp_path):
@@ -54,7 +44,7 @@ def test_save_after_non_finite_error_keeps_finite_statistics(tmp_path):
     finally:
         ppo.close()
     state = load_checkpoint(path)
-    poisoned = [name for name, t in _float_tensors(state) if not torch.isfinite(t).all()]
+    poisoned = [name for name, t in float_tensors(state) if not torch.isfinite(t).all()]
     assert not poisoned, f"the saved checkpoint holds NaN/inf in {poisoned}"
 
 
@@ -78,7 +68,7 @@ def test_a_batch_failing_the_nan_check_is_taken_out_of_the_statistics(tmp_path):
     finally:
         ppo.close()
     good, after = load_checkpoint(good)["normalization"], load_checkpoint(after)["normalization"]
-    for (name, a), (_, b) in zip(_float_tensors(good), _float_tensors(after)):
+    for (name, a), (_, b) in zip(float_tensors(good), float_tensors(after)):
         assert torch.equal(a, b), name
 
 
