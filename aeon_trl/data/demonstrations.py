@@ -114,11 +114,15 @@ class DemonstrationBuffer:
 
     # ---- sampling ---------------------------------------------------------------------------------
     def sample(self, batch_size: int, agent_buffer: ReplayBuffer | None, demo_ratio: float = 0.3,
-               is_demo_key: NestedKey = IS_DEMO) -> TensorDictBase:
-        """Exactly ``round(batch_size * demo_ratio)`` demo rows (``is_demo`` True, raw observations, agent-only
-        keys zero-filled) after the ``batch_size - round(batch_size * demo_ratio)`` agent rows drawn from
-        ``agent_buffer`` (fewer if its sampler runs out at the end of an epoch). Without ``agent_buffer``: ``batch_size``
-        demo rows (behaviour-cloning pre-training). ``is_demo_key``: the loss's ``tensor_keys.is_demo``."""
+               is_demo_key: NestedKey = IS_DEMO, exact: bool = True) -> TensorDictBase:
+        """``batch_size`` rows: ``batch_size - round(batch_size * demo_ratio)`` agent rows drawn from
+        ``agent_buffer`` (e.g. ``AdvancedPPO.buffer``), then ``round(batch_size * demo_ratio)`` demo rows
+        (``is_demo`` True, raw observations, agent-only keys zero-filled). Without ``agent_buffer``: ``batch_size``
+        demo rows (behaviour-cloning pre-training). ``is_demo_key``: the loss's ``tensor_keys.is_demo``.
+
+        A sampler without replacement returns fewer rows than asked at the end of its epoch: the rest are drawn
+        from its next epoch. ``exact=False`` keeps the short draw instead (the demonstrations plugin does, so
+        the minibatches of runs with ``demos=`` stay those they have been)."""
         if agent_buffer is None:
             return self._rb.sample(batch_size).set(is_demo_key, torch.ones(batch_size, dtype=torch.bool))
         n_demo = round(batch_size * demo_ratio)
@@ -127,11 +131,16 @@ class DemonstrationBuffer:
                              "it must leave at least one demo row and one agent row")
         if len(self) == 0:
             raise DemonstrationError("the DemonstrationBuffer is empty: load a file or add() transitions first")
-        agent = agent_buffer.sample(batch_size - n_demo)
+        if len(agent_buffer) == 0:
+            raise DemonstrationError("the agent buffer is empty: train (or store() a full batch) before sampling")
+        parts = [agent_buffer.sample(batch_size - n_demo)]
+        while exact and sum(p.shape[0] for p in parts) < batch_size - n_demo:
+            parts.append(agent_buffer.sample(batch_size - n_demo - sum(p.shape[0] for p in parts)))
+        agent = parts[0] if len(parts) == 1 else torch.cat(parts)
         demo = self._rb.sample(n_demo).to(agent.device)
         rows = torch.zeros_like(agent[:1]).expand(n_demo).clone()
         rows.update(demo.select("observation", "action"))
-        mixed = torch.cat([agent, rows])  # a sampler without replacement may return fewer agent rows at an epoch's end
+        mixed = torch.cat([agent, rows])
         mixed.set(is_demo_key, torch.arange(mixed.shape[0], device=agent.device) >= agent.shape[0])
         return mixed
 

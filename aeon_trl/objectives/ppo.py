@@ -64,6 +64,17 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
         self.register_buffer("demo_coef", torch.tensor(float(demo_coef)))
         self._kl_sink: list | None = None  # open only during _ppo_forward, see there
 
+    @classmethod
+    def from_config(cls, actor_network, critic_network, cfg) -> "AdvancedClipPPOLoss":
+        """The loss a run's ``Config`` describes: the PPO coefficients of ``cfg.ppo``, and the demo term weighted
+        by ``cfg.demo.demo_coef`` in every run (it is nonzero only on rows flagged ``is_demo``: the
+        demonstrations plugin's minibatches, which also decay it, or a ``DemonstrationBuffer.sample`` batch
+        given to ``Trainer.optimize_minibatch`` / ``AdvancedPPO.update_from_batch``)."""
+        p = cfg.ppo
+        return cls(actor_network, critic_network, clip_epsilon=p.clip_epsilon, clip_value=p.clip_value,
+                   entropy_coeff=p.entropy_coef, critic_coeff=p.critic_coef, kl_coef=p.kl_coef,
+                   demo_coef=cfg.demo.demo_coef, normalize_advantage=p.normalize_advantage, functional=False)
+
     # ---- keys -----------------------------------------------------------------------------------------
     def _set_in_keys(self):
         super()._set_in_keys()
