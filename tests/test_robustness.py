@@ -28,10 +28,10 @@ import pytest
 import torch
 
 # ---- entry points (switch here after the issue-13 restructure) ---------------------------------------------
-TRAIN_MODULE = "pipelines.train"  # -> aeon_trl.cli.train
-SUBMIT_MODULE = "slurm.submit"  # -> aeon_trl.cli.submit
-RECORD_DEMOS_MODULE = "pipelines.record_demos"  # -> aeon_trl.cli.record_demos
-DISTILL_MODULE = "pipelines.distill"  # -> aeon_trl.cli.distill
+TRAIN_MODULE = "aeon_trl.cli.train"
+SUBMIT_MODULE = "aeon_trl.cli.submit"
+RECORD_DEMOS_MODULE = "aeon_trl.cli.record_demos"
+DISTILL_MODULE = "aeon_trl.cli.distill"
 REPO = Path(__file__).resolve().parents[1]
 
 
