@@ -72,7 +72,7 @@ def train_run(name: str, overrides: list[str], jobs: int, preset: bool = True) -
     threads = ["env_threads=1"] if jobs > 1 else []  # parallel runs share the cores
     flags = [] if preset else ["--no-preset"]
     cmd = [sys.executable, "-m", "aeon_trl.cli.train", *flags, *threads, *overrides, "progress=false",
-           "--run-dir", str(run_dir)]
+           "--run-dir", str(run_dir), "--overwrite"]  # a rerun replaces the run of the same name
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - start

@@ -60,7 +60,8 @@ def test_perturbation_sizes_match_a_naive_reference():
     """Linear: |step| in [0.5, 1] * scale * (high - low); log: the same in log space (a ratio); int: >= 1."""
     rng = np.random.default_rng(1)
     lin, log, integer = spec("gae_lambda", {"low": 0.8, "high": 1.0}), \
-        spec("lr", {"low": 1e-5, "high": 1e-1, "log": True}), spec("epochs", {"low": 1, "high": 100})
+        ParamSpec.parse("lr", {"low": 1e-5, "high": 1e-1, "log": True}, Config.from_dict({"max_lr": 1e-1})), \
+        spec("epochs", {"low": 1, "high": 100})  # lr up to 0.1 needs max_lr >= 0.1 (the config refuses lr > max_lr)
     for _ in range(500):
         y = lin.perturb(0.9, rng, 0.2)
         assert 0.02 - 1e-12 <= abs(y - 0.9) <= 0.04 + 1e-12

@@ -24,7 +24,7 @@ from tensordict.utils import NestedKey
 from torchrl.data import LazyTensorStorage, RandomSampler, ReplayBuffer
 from torchrl.envs import EnvBase
 
-from aeon_trl.checkpoint import atomic_torch_save
+from aeon_trl.checkpoint import atomic_torch_save, first_line
 
 FORMAT = "aeon_trl.demonstrations"
 VERSION = 1
@@ -211,11 +211,14 @@ def _read(path: Path) -> tuple[dict, TensorDictBase]:
 
 
 def _read_pt(path: Path) -> tuple[dict, TensorDictBase]:
+    if path.is_file() and path.stat().st_size == 0:
+        raise DemonstrationError(f"demonstration file {path} is empty (0 bytes): the process writing it was stopped "
+                                 f"mid-write or the disk was full; {RECORD_HINT}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated/corrupt/unsafe files
         raise DemonstrationError(
-            f"demonstration file {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}): "
+            f"demonstration file {path} cannot be read ({type(exc).__name__}: {first_line(exc)}): "
             f"it is truncated or corrupt, or holds pickled objects that are not loaded for safety; "
             f"{RECORD_HINT}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("transitions"), dict):
@@ -242,7 +245,7 @@ def _read_memmap(path: Path) -> tuple[dict, TensorDictBase]:
     except Exception as exc:
         raise DemonstrationError(
             f"demonstration folder {path} cannot be read ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}): it is truncated or not a folder written by "
+            f"{first_line(exc)}): it is truncated or not a folder written by "
             f"DemonstrationBuffer.save; {RECORD_HINT}") from None
     return meta, td
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from aeon_trl.config import ConfigError, load_mapping
 
 DEFAULT_PROFILE = Path(__file__).parent / "profiles" / "local.yaml"
 
 
-class ProfileError(ValueError):
+class ProfileError(ConfigError):
     """A cluster profile or cluster option that cannot be submitted, with the fix in the message."""
 
 
@@ -44,12 +44,13 @@ class Profile:
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "Profile":
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise ProfileError(f"cluster profile {path} does not exist (profiles shipped: "
                                f"{', '.join(sorted(p.name for p in DEFAULT_PROFILE.parent.glob('*.yaml')))})")
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
-        if not isinstance(data, dict):
-            raise ProfileError(f"cluster profile {path} must be a mapping of fields, got {type(data).__name__}")
+        try:
+            data = load_mapping(path, "cluster profile")
+        except ConfigError as exc:
+            raise ProfileError(str(exc)) from None
         return cls.from_dict(data, source=str(path), overrides=overrides)
 
     @classmethod
