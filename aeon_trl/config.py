@@ -13,7 +13,6 @@ as they are. Command-line overrides are parsed by OmegaConf's dotlist parser, ne
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import warnings
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from omegaconf import OmegaConf
+
+from aeon_trl._util import did_you_mean
 
 
 class ConfigError(ValueError):
@@ -455,10 +456,9 @@ def _canonical(key: str, owner: Mapping[str, str], prefix: str = "") -> str:
     if key in owner:
         return key
     known = sorted(set(owner) | set(ALIASES) | set(SECTIONS) | set(DEPRECATED))
-    hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    suggestion = hint and (DEPRECATED[hint[0]][0] if hint[0] in DEPRECATED else ALIASES.get(hint[0], hint[0]))
-    did_you_mean = f" Did you mean '{suggestion}'?" if hint else ""
-    raise ConfigError(f"unknown config key '{prefix}{key}'.{did_you_mean} Known keys: {', '.join(sorted(owner))}")
+    shown = {**ALIASES, **{old: new for old, (new, _) in DEPRECATED.items()}}  # suggest today's name
+    raise ConfigError(f"unknown config key '{prefix}{key}'.{did_you_mean(key, known, shown)} "
+                      f"Known keys: {', '.join(sorted(owner))}")
 
 
 def _set_leaf(tree, owner, key, value, expect: str | None = None) -> None:

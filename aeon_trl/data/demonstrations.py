@@ -25,12 +25,13 @@ from torchrl.data import LazyTensorStorage, RandomSampler, ReplayBuffer
 from torchrl.envs import EnvBase
 
 from aeon_trl.checkpoint import atomic_torch_save, first_line
+from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 
 FORMAT = "aeon_trl.demonstrations"
 VERSION = 1
 META = "aeon_demonstrations.json"  # the metadata file of a memmap folder
-IS_DEMO = "is_demo"
-RECORD_HINT = "record demonstrations for this env with: python -m pipelines.record_demos CHECKPOINT --out PATH"
+IS_DEMO = AdvancedClipPPOLoss.default_keys.is_demo  # the loss's default key for the flag
+RECORD_HINT = "record demonstrations for this env with: aeon-record-demos CHECKPOINT_OR_RUN_DIR --out PATH"
 
 
 class DemonstrationError(ValueError):

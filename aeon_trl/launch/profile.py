@@ -3,13 +3,13 @@ in the repository), validated before anything is submitted."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aeon_trl._util import did_you_mean
 from aeon_trl.config import ConfigError, load_mapping
 
 DEFAULT_PROFILE = Path(__file__).parent / "profiles" / "local.yaml"
@@ -61,9 +61,8 @@ class Profile:
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         for key in data:
             if key not in fields:
-                hint = difflib.get_close_matches(key, list(fields), n=1)
-                raise ProfileError(f"{source}: unknown field '{key}'." + (f" Did you mean '{hint[0]}'?" if hint else "")
-                                   + f" Fields: {', '.join(fields)}")
+                raise ProfileError(f"{source}: unknown field '{key}'.{did_you_mean(key, fields)} "
+                                   f"Fields: {', '.join(fields)}")
         missing = [k for k in required if k not in data]
         if missing:
             raise ProfileError(f"{source}: missing field(s) {', '.join(missing)}. Every profile sets all of "
@@ -127,6 +126,5 @@ class Profile:
                                "(locally: slurm/local_cluster.sh start; or submit with --local)")
         known = sorted(set(out.stdout.split()))
         if self.partition not in known:
-            hint = difflib.get_close_matches(self.partition, known, n=1)
-            raise ProfileError(f"unknown partition '{self.partition}'." + (f" Did you mean '{hint[0]}'?" if hint else "")
-                               + f" This cluster has: {', '.join(known)}")
+            raise ProfileError(f"unknown partition '{self.partition}'.{did_you_mean(self.partition, known)} "
+                               f"This cluster has: {', '.join(known)}")

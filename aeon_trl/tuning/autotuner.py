@@ -10,7 +10,7 @@ schedule states).
 
 Trials run in local worker processes (spawn) by default, in this process (``executor="inline"``), or on any
 executor with ``submit(fn, arg)`` -> future (``done()``, ``result()``): a submitit ``AutoExecutor`` turns each
-generation into one SLURM job array (``pipelines/tune.py --profile``). The tuner state (members,
+generation into one SLURM job array (``aeon-tune --profile``). The tuner state (members,
 hyperparameters, scores, RNG, generation) is written atomically after every finished member and every
 generation; ``run`` resumes from it without retraining finished members.
 """

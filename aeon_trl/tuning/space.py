@@ -10,7 +10,6 @@ Every bound and value is checked against the config's own validation before any 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from aeon_trl._util import did_you_mean
 from aeon_trl.config import Config, ConfigError, _canonical, _leaf_owner
 
 
@@ -205,9 +205,7 @@ class TuningConfig:
         fields = [f.name for f in dataclasses.fields(cls)]
         for key in data:
             if key not in fields:
-                hint = difflib.get_close_matches(key, fields, n=1)
-                raise TuningError(f"unknown tuning key '{key}'." + (f" Did you mean '{hint[0]}'?" if hint else "")
-                                  + f" Keys: {', '.join(fields)}")
+                raise TuningError(f"unknown tuning key '{key}'.{did_you_mean(key, fields)} Keys: {', '.join(fields)}")
         missing = [k for k in cls.REQUIRED if k not in data]
         if missing:
             raise TuningError(f"tuning config is missing {', '.join(missing)} (required: {', '.join(cls.REQUIRED)})")
