@@ -12,6 +12,7 @@ or from the user's own env loop (one PPO update per full batch):
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -23,7 +24,7 @@ from torchrl.envs import EnvBase, ExplorationType, GymWrapper, SerialEnv, set_ex
 
 from aeon_trl.checkpoint import load_checkpoint
 from aeon_trl.config import Config, ConfigError
-from aeon_trl.envs import make_env
+from aeon_trl.envs import action_bounds, available_cpus, check_observation_space, make_env, observation_layout, rss_mb, vector_env
 from aeon_trl.trainer import Trainer
 
 
@@ -64,11 +65,18 @@ class AdvancedPPO:
             if not isinstance(env.action_space, gym.spaces.Box):
                 raise ConfigError(f"the env has a {type(env.action_space).__name__} action space: aeon_trl's PPO "
                                   "is for continuous actions only (a Box action space).")
-            # One instance cannot be replicated into a batch: train on it alone.
-            self.config = _config(config, num_envs=1, env_id=env.spec.id if env.spec else "custom")
-            if make_eval is None and env.spec is not None:
-                make_eval = _serial(lambda: GymWrapper(gym.make(env.spec)))
-            base = GymWrapper(env)
+            check_observation_space(env.observation_space, env.spec.id if env.spec else type(env).__name__)
+            make_one, env_mb = _remake_from_spec(env)
+            if make_one is None:  # one instance cannot be replicated into a batch: train on it alone
+                self.config = _config(config, num_envs=1, env_id=env.spec.id if env.spec else "custom")
+                base = GymWrapper(env)
+            else:  # num_envs copies from its spec (wrappers and kwargs included), in worker processes
+                self.config = _config(config, env_id=env.spec.id)
+                cfg = self.config
+                base = vector_env(make_one, cfg.env.num_envs, cfg.env.env_threads or available_cpus(),
+                                  cfg.train.seed, env_mb, env.spec.id)
+            if make_eval is None and make_one is not None:
+                make_eval = _serial(lambda: GymWrapper(make_one()))
         elif isinstance(env, EnvBase):
             kwargs = getattr(env, "_constructor_kwargs", {})
             env_id = kwargs.get("env_name")
@@ -93,14 +101,14 @@ class AdvancedPPO:
     @torch.no_grad()
     def get_action(self, state: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Action(s) for raw observation(s) ``[obs_dim]`` or ``[B, obs_dim]``, as numpy."""
-        single = np.ndim(state) == 1
+        single = self._is_single(state)
         obs = self._as_obs(state)
         td = TensorDict({"observation": obs}, batch_size=obs.shape[:1])
         mode = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
         with set_exploration_type(mode):
             action = self.trainer.actor(td).get("action")
-        low, high = self.trainer.env.action_spec.space.low, self.trainer.env.action_spec.space.high
-        action = action.clamp(low.min().item(), high.max().item()).cpu().numpy()
+        low, high = action_bounds(self.trainer.env)  # per dimension
+        action = action.clamp(low.to(action.device), high.to(action.device)).cpu().numpy()
         return action[0] if single else action
 
     @torch.no_grad()
@@ -140,7 +148,16 @@ class AdvancedPPO:
         with torch.enable_grad():
             return self.trainer.step(batch)  # as train() after each collection: NaN check, adapt, counters
 
+    def _is_single(self, state) -> bool:
+        if isinstance(state, Mapping):  # a Dict observation: one env's when its first leaf has the leaf's size
+            key, size = observation_layout(self.trainer.env)[0]
+            return np.size(_leaf(state, key)) == size
+        return np.ndim(state) == 1
+
     def _as_obs(self, state) -> torch.Tensor:
+        if isinstance(state, Mapping):  # flattened as the env stack flattens it: leaves in observation_layout order
+            state = np.concatenate([np.asarray(_leaf(state, key), dtype=np.float32).reshape(-1, size)
+                                    for key, size in observation_layout(self.trainer.env)], axis=-1)
         obs = torch.as_tensor(np.asarray(state), dtype=torch.float32, device=self.trainer.device)
         return self._normalize(obs.reshape(-1, obs.shape[-1]))
 
@@ -178,6 +195,38 @@ class AdvancedPPO:
 
     def close(self) -> None:
         self.trainer.close()
+
+
+def _leaf(state: Mapping, key: str):
+    for part in key.split("/"):
+        state = state[part] if isinstance(state, Mapping) else state[int(part)]
+    return state
+
+
+def _remake_from_spec(env: gym.Env) -> tuple[Callable[[], gym.Env] | None, float]:
+    """A factory of fresh copies of ``env`` from its spec (``gym.make(env.spec)`` keeps its wrappers and kwargs)
+    and one copy's memory (MB); ``(None, 0)`` with a warning when the spec cannot remake it."""
+    fix = ("register it (gymnasium.register(id=..., entry_point=...)) and pass its id, or pass a gymnasium.make()'d "
+           "env whose wrappers record their arguments (gymnasium.utils.RecordConstructorArgs)")
+    if env.spec is None:
+        warnings.warn(f"AdvancedPPO got a gymnasium env without a spec (not made by gymnasium.make): it trains on this "
+                      f"one env alone (num_envs=1, far fewer env steps/s than a batch). To train on num_envs copies, "
+                      f"{fix}.", UserWarning, stacklevel=3)
+        return None, 0.0
+    make_one = functools.partial(gym.make, env.spec, disable_env_checker=True)
+    before = rss_mb()
+    try:
+        copy = make_one()
+    except Exception as exc:  # noqa: BLE001 - whatever the spec's entry point or wrappers raise
+        warnings.warn(f"AdvancedPPO cannot remake this env from its spec ({type(exc).__name__}: {exc}): it trains on "
+                      f"this one env alone (num_envs=1). To train on num_envs copies, {fix}.", UserWarning,
+                      stacklevel=3)
+        return None, 0.0
+    try:
+        copy.reset(seed=0)
+        return make_one, max(rss_mb() - before, 0.0)
+    finally:
+        copy.close()
 
 
 def _no_eval_env(num_envs: int, seed: int) -> EnvBase:
