@@ -404,8 +404,11 @@ def vector_env(make_one: Callable[[], gym.Env], num_envs: int, workers: int, see
         notice(f"{label}: {num_envs} envs in this process (estimated {plan.estimated_mb:.0f} MB)")
         return env
     before = set(child_pids())
+    # device="cpu": the collector's .to("cpu") is then a no-op, not a re-seed (torchrl re-seeds a ParallelEnv
+    # moved to another device). daemon: at exit without close(), multiprocessing terminates the workers instead
+    # of waiting forever for them (torchrl's default, non-daemonic, hangs the interpreter's exit).
     parallel = ParallelEnv(plan.workers, functools.partial(make_vector_worker, make_one, plan.envs_per_worker),
-                           mp_start_method="fork")
+                           mp_start_method="fork", device="cpu", daemon=True)
     try:
         parallel.set_seed(seed)  # starts the workers
         measured = sum(pss_mb(pid) for pid in set(child_pids()) - before)
@@ -446,7 +449,7 @@ def make_base_env(cfg: Config, num_envs: int, seed: int, serial: bool = False) -
     if backend == "serial":
         env = SerialEnv(num_envs, make_one)
     elif backend == "parallel":  # one worker process per env, shared-memory buffers
-        env = ParallelEnv(num_envs, make_one, mp_start_method="fork")
+        env = ParallelEnv(num_envs, make_one, mp_start_method="fork", daemon=True)
     else:
         env = GymEnv(env_id, num_envs=num_envs, **kwargs) if num_envs > 1 else GymEnv(env_id, **kwargs)
     env.set_seed(seed)

@@ -24,9 +24,9 @@ class TinyEnv(gym.Env):
         vec = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
         if obs_mode == "box":
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float64)
-        elif obs_mode == "dict":
+        elif obs_mode in ("dict", "dict_renamed"):  # dict_renamed: the same sizes under another key
             self.observation_space = gym.spaces.Dict({
-                "position": vec,
+                "position" if obs_mode == "dict" else "pos": vec,
                 "sensors": gym.spaces.Dict({"grid": gym.spaces.Box(-1.0, 1.0, (2, 3), np.float32), "speed": vec}),
             })
         else:
@@ -35,9 +35,10 @@ class TinyEnv(gym.Env):
     def _obs(self):
         if self.obs_mode == "box":
             return np.concatenate([self.x, self.target])
-        if self.obs_mode == "dict":
+        if self.obs_mode in ("dict", "dict_renamed"):
             grid = np.tanh(np.outer(self.x, [1.0, 0.5, 0.25])).astype(np.float32)
-            return {"position": self.x.copy(), "sensors": {"grid": grid, "speed": self.v.copy()}}
+            return {"position" if self.obs_mode == "dict" else "pos": self.x.copy(),
+                    "sensors": {"grid": grid, "speed": self.v.copy()}}
         return np.zeros((8, 8, 3), np.uint8)
 
     def reset(self, *, seed=None, options=None):
