@@ -51,8 +51,15 @@ from aeon_trl.transforms.reward import ReturnScaling
 
 
 # ---- ids, modules, kwargs ----------------------------------------------------------------------------------
-def notice(message: str) -> None:
-    """A one-line notice on stderr (what the env side chose and why): visible in a terminal and a SLURM log."""
+_NOTICED: set[str] = set()
+
+
+def notice(message: str, once: bool = False) -> None:
+    """A one-line notice on stderr (what the env side chose and why): visible in a terminal and a SLURM log.
+    ``once``: not again in this process (a choice every evaluation env repeats)."""
+    if once and message in _NOTICED:
+        return
+    _NOTICED.add(message)
     print(f"aeon_trl: {message}", file=sys.stderr, flush=True)
 
 
@@ -211,7 +218,7 @@ def resolve_backend(cfg: Config) -> str:
         if not refused:
             return "envpool"
         notice(f"envpool's {cfg.env.env_id} does not take env.kwargs {', '.join(refused)}: using gymnasium's env "
-               "in worker processes (env_backend=vector) instead")
+               "in worker processes (env_backend=vector) instead", once=True)
         return "vector"
     if importlib.util.find_spec("envpool") is None and cfg.env.env_id in _ENVPOOL_IDS_ELSEWHERE:
         warnings.warn("envpool is not installed on this platform: env_backend=auto falls back to gymnasium's "
@@ -423,10 +430,10 @@ def vector_env(make_one: Callable[[], gym.Env], num_envs: int, workers: int, see
 
 def make_base_env(cfg: Config, num_envs: int, seed: int, serial: bool = False) -> EnvBase:
     """``serial`` steps gymnasium envs in this process (``SerialEnv``) instead of worker processes, whose start-up
-    dominates short uses such as evaluation."""
+    dominates short uses such as evaluation (envpool, when it is the backend, is used either way)."""
     env_id, imports = cfg.env.env_id, tuple(cfg.env.env_imports)
     probe = probe_env(env_id, imports, cfg.env.env_kwargs)
-    backend = "serial" if serial else resolve_backend(cfg)
+    backend = resolve_backend(cfg)
     if backend == "envpool":
         from aeon_trl.envpool_env import EnvPoolEnv, envpool_takes
         refused = sorted(set(cfg.env.env_kwargs) - envpool_takes(env_id))
@@ -437,6 +444,7 @@ def make_base_env(cfg: Config, num_envs: int, seed: int, serial: bool = False) -
         return EnvPoolEnv(env_id, num_envs, seed=seed, num_threads=min(threads, num_envs),
                           max_episode_steps=cfg.env.max_episode_steps or None, env_kwargs=cfg.env.env_kwargs)
     kwargs = _make_kwargs(cfg)
+    backend = "serial" if serial else backend
     if backend == "vector":
         make_one = functools.partial(make_gym_env, env_id, imports, kwargs)
         return vector_env(make_one, num_envs, cfg.env.env_threads or available_cpus(), seed, probe.rss_mb, env_id)
