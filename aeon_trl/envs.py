@@ -415,7 +415,8 @@ def vector_env(make_one: Callable[[], gym.Env], num_envs: int, workers: int, see
     # moved to another device). daemon: at exit without close(), multiprocessing terminates the workers instead
     # of waiting forever for them (torchrl's default, non-daemonic, hangs the interpreter's exit).
     parallel = ParallelEnv(plan.workers, functools.partial(make_vector_worker, make_one, plan.envs_per_worker),
-                           mp_start_method="fork", device="cpu", daemon=True)
+                           mp_start_method="fork", device="cpu", daemon=True,
+                           num_threads=torch.get_num_threads())  # the trainer's torch_threads, not torchrl's guess
     try:
         parallel.set_seed(seed)  # starts the workers
         measured = sum(pss_mb(pid) for pid in set(child_pids()) - before)
