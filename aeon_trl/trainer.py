@@ -461,16 +461,16 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        layout = observation_layout(self.env)
-        saved = state.get("observation_layout")  # absent in checkpoints written before Dict observations
-        if saved is not None and [list(x) for x in saved] != layout:
-            raise CheckpointError(f"checkpoint was trained on observations {_layout_text(saved)}, this env has "
-                                  f"{_layout_text(layout)}: the observation keys or sizes differ (config env_id "
-                                  f"'{state['config']['env']['env_id']}')")
         dims = list(env_dims(self.env))
         if list(state["dims"]) != dims:
             raise CheckpointError(f"checkpoint was trained on observation/action sizes {state['dims']}, this env "
                                   f"has {dims}: it belongs to another env (config env_id "
+                                  f"'{state['config']['env']['env_id']}')")
+        layout = observation_layout(self.env)
+        saved = state.get("observation_layout")  # absent in checkpoints written before Dict observations
+        if saved is not None and [list(x) for x in saved] != layout:
+            raise CheckpointError(f"checkpoint was trained on observations {_layout_text(saved)}, this env has "
+                                  f"{_layout_text(layout)}: the observation keys differ (config env_id "
                                   f"'{state['config']['env']['env_id']}')")
         try:
             self.net.load_state_dict(state["net"])
