@@ -87,6 +87,16 @@ def serial_env_uses_buffers(env) -> bool:
     return bool(env._use_buffers)
 
 
+def seed_chain(seed: int, n: int) -> list[int]:
+    """The first ``n`` links of torchrl's seed chain from ``seed`` (``SerialEnv``/``ParallelEnv.set_seed`` give
+    their ``i``-th env the ``i``-th link): ``seed_generator`` lives in the private ``torchrl._utils``."""
+    from torchrl._utils import seed_generator
+    seeds = [int(seed)]
+    while len(seeds) < n:
+        seeds.append(int(seed_generator(seeds[-1])))
+    return seeds[:n]
+
+
 def gym_env_of(env) -> Any:
     """The gymnasium env a torchrl ``GymEnv`` wraps: torchrl keeps it in ``_env`` without a public name."""
     return env._env
@@ -296,6 +306,7 @@ class PrioritizedSamplerHooks(PrioritizedSampler):
 PRIVATE_ATTRIBUTES = {
     "torchrl.collectors.Collector": ("_setup_frames_per_batch",),
     "torchrl.objectives.utils": ("_clip_value_loss",),
+    "torchrl._utils": ("seed_generator",),
     "tensordict.TensorDict": ("_new_unsafe",),
     "torchrl.objectives.ClipPPOLoss": ("_AcceptedKeys",),
     "torchrl.objectives.LossModule": ("_reduce_loss",),

@@ -31,12 +31,21 @@ class ConfigError(ValueError):
 
 @dataclass
 class EnvConfig:
+    # A gymnasium id, or gymnasium's "module:EnvId" (imports `module`, which registers EnvId)
     env_id: str = "HalfCheetah-v5"
     num_envs: int = 128
-    # "auto" picks envpool when it ships the id, else gymnasium's vector env inside one torchrl GymEnv;
-    # "serial"/"parallel": torchrl SerialEnv/ParallelEnv of single GymEnvs (slower; for comparison).
+    # "auto" picks envpool when it ships the id, else "vector": env_threads worker processes (torchrl ParallelEnv,
+    # shared memory), each stepping num_envs/env_threads envs in-process (a gymnasium SyncVectorEnv); one
+    # worker steps them in this process. "gymnasium": gymnasium's AsyncVectorEnv in one GymEnv (one process per
+    # env); "serial"/"parallel": torchrl SerialEnv/ParallelEnv of single GymEnvs (slower; for comparison).
     env_backend: str = "auto"
-    env_threads: int = 0  # envpool worker threads; 0 = the CPUs this process may use (SLURM allocation)
+    # envpool threads, or the vector backend's worker processes; 0 = the CPUs this process may use (SLURM allocation)
+    env_threads: int = 0
+    # Modules imported before the env is made, in this process and in env workers: ones that register envs
+    # (`env.imports=[my_pkg.envs]`).
+    env_imports: list = field(default_factory=list)
+    # Keyword arguments of the env's constructor, passed to gymnasium.make (`env.kwargs.ctrl_cost_weight=0.2`).
+    env_kwargs: dict = field(default_factory=dict)
     norm_obs: bool = True
     norm_reward: bool = True
     obs_clip: float = 10.0
@@ -200,6 +209,8 @@ ALIASES = {
     "n_envs": "num_envs",
     "n_steps": "steps_per_env",
     "num_steps": "steps_per_env",
+    "imports": "env_imports",  # env.imports=[...]
+    "kwargs": "env_kwargs",  # env.kwargs.<name>=value
     "curiosity": "enabled",  # the flat switch `curiosity=true` (and the old nested `curiosity.curiosity`)
 }
 # Old names still read, with a DeprecationWarning that names the new one.
@@ -209,7 +220,7 @@ DEPRECATED = {
 }
 
 CHOICES = {
-    "env_backend": ("auto", "envpool", "gymnasium", "serial", "parallel"),
+    "env_backend": ("auto", "envpool", "vector", "gymnasium", "serial", "parallel"),
     "activation": ("tanh", "relu", "elu", "silu"),
     "optimizer": ("adam", "adamw", "sgd", "lamb", "lars"),
     "logger": ("csv", "tensorboard", "none"),
@@ -485,8 +496,12 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return int(value)
         if isinstance(default, float):
             return float(value)
-        if isinstance(default, list):  # the element type of the default: int widths, float levels
-            item = type(default[0]) if default else int
+        if isinstance(default, dict):  # env_kwargs: any values, given to the env's constructor
+            if not isinstance(value, Mapping):
+                raise TypeError
+            return dict(value)
+        if isinstance(default, list):  # the element type of the default: int widths, float levels, str modules
+            item = type(default[0]) if default else str
             values = value if isinstance(value, (list, tuple)) else [value]
             if any(isinstance(v, bool) or (item is int and isinstance(v, float) and not v.is_integer()) for v in values):
                 raise TypeError

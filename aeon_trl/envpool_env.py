@@ -39,7 +39,7 @@ from torchrl.envs import EnvBase
 
 from aeon_trl import _compat
 
-__all__ = ["EnvPoolEnv", "envpool_supports"]
+__all__ = ["EnvPoolEnv", "envpool_supports", "envpool_takes"]
 
 _INT32_SEED_RANGE = 2**31
 
@@ -56,6 +56,24 @@ def _registered_ids() -> frozenset[str]:
 def envpool_supports(env_id: str) -> bool:
     """Whether envpool has ``env_id`` registered (``envpool.list_all_envs()``)."""
     return env_id in _registered_ids()
+
+
+# envpool config entries that are the pool's, not the env constructor's (or whose meaning differs from
+# gymnasium's: envpool's xml_file names a file among its own assets)
+_NOT_ENV_KWARGS = frozenset({"num_envs", "batch_size", "num_threads", "max_num_players", "thread_affinity_offset",
+                             "base_path", "seed", "env_seed", "gym_reset_return_info", "max_episode_steps",
+                             "reward_threshold", "frame_skip", "frame_stack", "post_constraint", "xml_file",
+                             "gymnasium_v5_render_camera"})
+
+
+@functools.lru_cache(maxsize=None)
+def envpool_takes(env_id: str) -> frozenset[str]:
+    """The gymnasium constructor kwargs envpool's ``env_id`` takes too (``ctrl_cost_weight``, ...): its spec's
+    config entries, less the pool's own."""
+    if not envpool_supports(env_id):
+        return frozenset()
+    import envpool
+    return frozenset(envpool.make_spec(env_id).config._fields) - _NOT_ENV_KWARGS
 
 
 def _box_to_spec(space: Any, dtype: torch.dtype, device: torch.device, batch: int):
@@ -107,6 +125,7 @@ class EnvPoolEnv(EnvBase):
         device: device of the output tensors (simulation always runs on CPU).
         max_episode_steps: time limit (``None``: envpool's default, 1000 for MuJoCo,
             same as gymnasium's registration).
+        env_kwargs: the env's constructor arguments envpool takes (``envpool_takes``).
 
     :attr:`last_info` is envpool's info dict of the latest step/reset (numpy
     arrays, e.g. ``elapsed_step``, ``x_velocity``, ``reward_ctrl``; rows ordered
@@ -123,6 +142,7 @@ class EnvPoolEnv(EnvBase):
         num_threads: int | None = None,
         device: Any = "cpu",
         max_episode_steps: int | None = None,
+        env_kwargs: dict[str, Any] | None = None,
     ):
         if not envpool_supports(env_id):
             raise ValueError(f"envpool has no env registered as {env_id!r}")
@@ -133,6 +153,7 @@ class EnvPoolEnv(EnvBase):
         self.num_envs = int(num_envs)
         self.num_threads = num_threads
         self.max_episode_steps = max_episode_steps
+        self.env_kwargs = dict(env_kwargs or {})
         self._arange = np.arange(self.num_envs, dtype=np.int32)
         self._cpu = self.device is None or self.device.type == "cpu"
         self._pool = self._make_pool(seed)
@@ -151,6 +172,7 @@ class EnvPoolEnv(EnvBase):
             kwargs["num_threads"] = int(self.num_threads)
         if self.max_episode_steps is not None:
             kwargs["max_episode_steps"] = int(self.max_episode_steps)
+        kwargs.update(self.env_kwargs)
         return envpool.make(
             self.env_id,
             env_type="gymnasium",

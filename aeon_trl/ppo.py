@@ -22,7 +22,7 @@ from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
 from aeon_trl.checkpoint import load_checkpoint
 from aeon_trl.config import Config
-from aeon_trl.envs import make_env
+from aeon_trl.envs import action_bounds, make_env, observation_layout
 from aeon_trl.trainer import NonFiniteError, Trainer
 from aeon_trl.user_env import adopt_env, config_with, serial_copies
 
@@ -53,14 +53,14 @@ class AdvancedPPO:
     @torch.no_grad()
     def get_action(self, state: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Action(s) for raw observation(s) ``[obs_dim]`` or ``[B, obs_dim]``, as numpy."""
-        single = np.ndim(state) == 1
+        single = self._is_single(state)
         obs = self._as_obs(state)
         td = TensorDict({"observation": obs}, batch_size=obs.shape[:1])
         mode = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
         with set_exploration_type(mode):
             action = self.trainer.actor(td).get("action")
-        low, high = self.trainer.env.action_spec.space.low, self.trainer.env.action_spec.space.high
-        action = action.clamp(low.min().item(), high.max().item()).cpu().numpy()
+        low, high = action_bounds(self.trainer.env)  # per dimension
+        action = action.clamp(low.to(action.device), high.to(action.device)).cpu().numpy()
         return action[0] if single else action
 
     @torch.no_grad()
@@ -104,7 +104,16 @@ class AdvancedPPO:
         with torch.enable_grad():
             return self.trainer.step(batch)  # as train() after each collection: NaN check, adapt, counters
 
+    def _is_single(self, state) -> bool:
+        if isinstance(state, Mapping):  # a Dict observation: one env's when its first leaf has the leaf's size
+            key, size = observation_layout(self.trainer.env)[0]
+            return np.size(_leaf(state, key)) == size
+        return np.ndim(state) == 1
+
     def _as_obs(self, state) -> torch.Tensor:
+        if isinstance(state, Mapping):  # flattened as the env stack flattens it: leaves in observation_layout order
+            state = np.concatenate([np.asarray(_leaf(state, key), dtype=np.float32).reshape(-1, size)
+                                    for key, size in observation_layout(self.trainer.env)], axis=-1)
         obs = torch.as_tensor(np.asarray(state), dtype=torch.float32, device=self.trainer.device)
         return self._normalize(obs.reshape(-1, obs.shape[-1]))
 
@@ -159,3 +168,8 @@ class AdvancedPPO:
     def close(self) -> None:
         self.trainer.close()
 
+
+def _leaf(state: Mapping, key: str):
+    for part in key.split("/"):
+        state = state[part] if isinstance(state, Mapping) else state[int(part)]
+    return state

@@ -27,7 +27,7 @@ from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from aeon_trl import _compat, env_state
 from aeon_trl._util import eval_seed, float_tensors, seed_everything
 from aeon_trl.config import Config, ConfigError
-from aeon_trl.envs import ObsNorm, env_dims, make_base_env, make_env
+from aeon_trl.envs import ObsNorm, env_dims, env_spec, make_base_env, make_env, observation_layout
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.optim.build import build_optimizer
@@ -466,6 +466,7 @@ class Trainer:
         state = {
             "config": self.cfg.to_dict(),
             "dims": list(env_dims(self.env)),
+            "observation_layout": observation_layout(self.env),  # which leaf is where in the observation vector
             "net": self.net.state_dict(),
             "loss_buffers": {k: v for k, v in self.loss.state_dict().items() if "network" not in k},
             "optimizer": self.optimizer.state_dict(),
@@ -496,6 +497,12 @@ class Trainer:
         if list(state["dims"]) != dims:
             raise CheckpointError(f"checkpoint was trained on observation/action sizes {state['dims']}, this env "
                                   f"has {dims}: it belongs to another env (config env_id "
+                                  f"'{state['config']['env']['env_id']}')")
+        layout = observation_layout(self.env)
+        saved = state.get("observation_layout")  # absent in checkpoints written before Dict observations
+        if saved is not None and [list(x) for x in saved] != layout:
+            raise CheckpointError(f"checkpoint was trained on observations {_layout_text(saved)}, this env has "
+                                  f"{_layout_text(layout)}: the observation keys differ (config env_id "
                                   f"'{state['config']['env']['env_id']}')")
         try:
             self.net.load_state_dict(state["net"])
@@ -555,8 +562,16 @@ def results_record(summary: dict, cfg: Config, eval_returns: list[float]) -> dic
 
 
 def episode_limit(cfg: Config) -> int:
-    import gymnasium as gym
-    return cfg.env.max_episode_steps or gym.spec(cfg.env.env_id).max_episode_steps or 1000
+    if cfg.env.max_episode_steps:
+        return cfg.env.max_episode_steps
+    try:
+        return env_spec(cfg.env.env_id, cfg.env.env_imports).max_episode_steps or 1000
+    except ConfigError:  # an env given as an object (AdvancedPPO), not registered under its config's env_id
+        return 1000
+
+
+def _layout_text(layout) -> str:
+    return "[" + ", ".join(f"{key} ({size})" for key, size in layout) + "]"
 
 
 def rollout_returns(env: EnvBase, policy: Callable, max_steps: int, deterministic: bool = True) -> list[float]:

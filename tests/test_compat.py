@@ -85,6 +85,16 @@ def test_env_accessors():
         env.close()
 
 
+def test_seed_chain_is_what_serial_env_gives_its_envs():
+    seeds = _compat.seed_chain(5, 3)
+    assert seeds[0] == 5 and len(set(seeds)) == 3
+    env = SerialEnv(3, lambda: GymEnv("Pendulum-v1"))
+    try:
+        assert env.set_seed(5) == _compat.seed_chain(5, 4)[-1]  # SerialEnv hands env i the i-th link
+    finally:
+        env.close()
+
+
 def test_collector_accessors():
     from torchrl.collectors import Collector
     from torchrl.envs.utils import RandomPolicy

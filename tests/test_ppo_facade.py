@@ -59,9 +59,11 @@ def test_train_continues_to_a_larger_budget(agent, tmp_path):
 
 
 def test_gymnasium_env_instance():
-    a = AdvancedPPO(gym.make("Pendulum-v1"), SINGLE)
+    """Remade num_envs times from its spec (tests/test_user_envs.py: kwargs kept; no spec: trains alone)."""
+    a = AdvancedPPO(gym.make("Pendulum-v1"), {**SINGLE, "num_envs": 2, "env_threads": 2})
     try:
-        assert a.config.env.num_envs == 1 and a.config.env.env_id == "Pendulum-v1"
+        assert a.config.env.num_envs == 2 and a.config.env.env_id == "Pendulum-v1"
+        assert a.trainer.env.batch_size == (2,)
         _check_summary(a.train(), 128)
         assert a.get_action(PENDULUM_OBS).shape == (4, 1)
     finally:

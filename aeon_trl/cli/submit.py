@@ -67,7 +67,7 @@ def training_config(args: argparse.Namespace):
 
 
 def default_run_dir(cfg) -> Path:
-    return Path(cfg.train.run_dir) / f"{cfg.env.env_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(cfg.train.run_dir) / f"{cfg.env.env_id.split(':')[-1]}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def main(argv=None) -> int:

@@ -54,7 +54,7 @@ def build_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
         print(f"aeon-train: using the preset {preset.name} for {cfg.env.env_id} (--config replaces it, --no-preset "
               "skips it)", file=sys.stderr)
     run_dir = Path(args.run_dir) if args.run_dir else \
-        Path(cfg.train.run_dir) / f"{cfg.env.env_id}-s{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        Path(cfg.train.run_dir) / f"{cfg.env.env_id.split(':')[-1]}-s{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg, run_dir, False
 
 
