@@ -290,7 +290,8 @@ def test_the_tuning_config_is_given_once(tmp_path):
 
 
 def test_env_factory_forms(tmp_path):
-    """factory() of a gymnasium env: the base config trains it alone under its id; factory(cfg): the stack as is.
+    """factory() of a gymnasium env: the base config trains num_envs copies remade from its spec, under its id;
+    factory(cfg): the stack as is.
     Both pickle (lambdas included) for spawn workers and SLURM jobs."""
     import pickle
 
@@ -299,8 +300,8 @@ def test_env_factory_forms(tmp_path):
     from aeon_trl.envs import make_env
 
     seed_form = autotuner.EnvFactory(lambda: gym.make("Pendulum-v1"))
-    base = seed_form.adopt({"steps_per_env": 64, "minibatch_size": 32})
-    assert (base.env.env_id, base.env.num_envs, base.frames_per_batch) == ("Pendulum-v1", 1, 64)
+    base = seed_form.adopt({"num_envs": 4, "steps_per_env": 16, "minibatch_size": 32})
+    assert (base.env.env_id, base.env.num_envs, base.frames_per_batch) == ("Pendulum-v1", 4, 64)
     stacked = autotuner.EnvFactory(lambda cfg: make_env(cfg))
     assert stacked.takes_config and stacked.adopt(TINY).env.num_envs == 4
     for factory, cfg in ((seed_form, base), (stacked, Config.from_dict(TINY))):
