@@ -20,8 +20,8 @@ VERSION = 1
 
 
 # Config keys that may differ between a checkpoint and the run resuming it: they change no parameter update.
-BOOKKEEPING_KEYS = frozenset({"progress", "logger", "run_dir", "eval_episodes", "checkpoint_every", "device",
-                              "torch_threads", "env_threads"})
+BOOKKEEPING_KEYS = frozenset({"progress", "logger", "run_dir", "eval_episodes", "eval_every", "eval_every_episodes",
+                              "video", "checkpoint_every", "device", "torch_threads", "env_threads"})
 
 
 class CheckpointError(RuntimeError):

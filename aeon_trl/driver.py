@@ -26,7 +26,8 @@ from typing import ContextManager, Iterable, Sequence
 from aeon_trl.checkpoint import (BOOKKEEPING_KEYS, atomic_write_json, check_resumable, load_checkpoint,
                                  save_checkpoint)
 from aeon_trl.config import Config
-from aeon_trl.run_log import log_metrics, make_logger, plot_learning_curve
+from aeon_trl.curves import plot_learning_curve
+from aeon_trl.run_log import log_metrics, make_logger
 from aeon_trl.trainer import Trainer, results_record
 
 CHECKPOINT = "checkpoint.pt"

@@ -127,3 +127,8 @@ def make_env(cfg: Config, num_envs: int | None = None, seed: int | None = None,
 def env_dims(env: EnvBase) -> tuple[int, int]:
     return int(np.prod(env.observation_spec["observation"].shape[len(env.batch_size):])), \
         int(np.prod(env.action_spec.shape[len(env.batch_size):]))
+
+
+def episode_limit(cfg: Config) -> int:
+    """The episode length limit of the config's env: ``max_episode_steps``, else the id's registered limit."""
+    return cfg.env.max_episode_steps or gym.spec(cfg.env.env_id).max_episode_steps or 1000

@@ -81,6 +81,8 @@ class AdvancedPPO:
             raise TypeError(f"env must be an env id, a gymnasium.Env or a torchrl EnvBase, got {type(env).__name__}")
         if make_eval is None:
             make_eval = _no_eval_env
+            if self.config.train.eval_every < 0:  # auto: periodic evaluations where an eval env can be built
+                self.config = Config.from_dict({"eval_every": 0}, base=self.config)
         self.trainer = Trainer(self.config, env=make_env(self.config, base_env=base), eval_env_fn=make_eval)
 
     _stored: list | None = None  # store()'s transitions of the batch being filled

@@ -141,3 +141,75 @@ def test_from_trainer_acts_as_the_loaded_agent(agent, run_dir):
         assert np.allclose(driver_agent.get_action(obs, deterministic=True), agent.get_action(obs, deterministic=True))
     finally:
         trainer.close()
+
+
+# ---- PeriodicEvaluator: the trainer's evaluation during training --------------------------------------------
+def _trained(overrides, iterations=2):
+    from aeon_trl.config import Config
+    from aeon_trl.trainer import Trainer
+    cfg = Config().with_overrides(["num_envs=4", "steps_per_env=64", "minibatch_size=128", "epochs=2", "progress=false",
+                                   "eval_episodes=0", "seed=2", *overrides])
+    trainer = Trainer(cfg)
+    trainer.train(cfg.frames_per_batch * iterations)
+    return trainer
+
+
+def _lean(trainer, episodes, seed=None):
+    from aeon_trl.evaluation import PeriodicEvaluator
+    evaluator = PeriodicEvaluator(trainer.cfg, episodes, seed)
+    space = trainer.env.action_spec.space
+    try:
+        return evaluator.evaluate(trainer.net.policy_mean, trainer.obs_norm.export(), space.low.min().item(),
+                                  space.high.max().item())
+    finally:
+        evaluator.close()
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "InvertedPendulum-v5"])
+def test_periodic_evaluator_plays_the_final_evaluations_episodes_on_envpool(env_id):
+    """Same pool seed, same statistics, same deterministic action: the episodes of Trainer.evaluate's TorchRL
+    rollout, to the float32 sums' precision (Trainer.evaluate sums rewards in float32)."""
+    trainer = _trained([f"env_id={env_id}", "env_backend=envpool"])
+    try:
+        expected = trainer.evaluate(4)
+        assert _lean(trainer, 4) == pytest.approx(expected, rel=1e-5, abs=1e-3)
+        assert _lean(trainer, 4) == _lean(trainer, 4)  # every call plays the same starts
+    finally:
+        trainer.close()
+
+
+def test_periodic_evaluator_matches_a_plain_gymnasium_loop():
+    """The gymnasium path (no envpool) plays each env's first episode as a one-env loop with seed + i would,
+    acting with the clipped mean of the frozen-normalized observation."""
+    import torch
+    trainer = _trained(["env_id=Hopper-v5", "env_backend=serial"])
+    try:
+        returns = _lean(trainer, 3, seed=40)
+        norm, space = trainer.obs_norm.export(), trainer.env.action_spec.space
+        for i in range(3):
+            env = gym.make("Hopper-v5", max_episode_steps=episode_limit(trainer.cfg))
+            obs, _ = env.reset(seed=40 + i)
+            ret, done = 0.0, False
+            while not done:
+                with torch.no_grad():
+                    loc, _ = trainer.policy(norm(torch.as_tensor(obs, dtype=torch.float32)[None]))
+                action = loc.clamp(space.low.min().item(), space.high.max().item())[0].numpy()
+                obs, reward, terminated, truncated, _ = env.step(action)
+                ret, done = ret + reward, terminated or truncated
+            env.close()
+            # a batch of 3 rows through the network may round the last float32 bit otherwise than one row
+            assert returns[i] == pytest.approx(ret, rel=1e-6)
+    finally:
+        trainer.close()
+
+
+def test_periodic_evaluator_draws_nothing_from_the_global_generators():
+    import torch
+    trainer = _trained(["env_id=InvertedPendulum-v5", "env_backend=serial"], iterations=1)
+    try:
+        torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
+        _lean(trainer, 2)
+        assert torch.equal(torch.get_rng_state(), torch_state)
+        assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), numpy_state))
+    finally:
+        trainer.close()
