@@ -13,8 +13,8 @@ frames as its episode has steps, and its last frame shows how the episode ended.
 The score is the gymnasium env's own reward. That is what the run's final evaluation (``results.json``) measures too,
 except for ``curriculum=speed`` runs, whose training evaluation scores the curriculum's speed reward.
 
-``PeriodicEvaluator`` is the trainer's cheap evaluation during training (``eval_every``): the same deterministic
-episodes as ``Trainer.evaluate``, on plain envs and tensors instead of a TorchRL env stack rebuilt on every call.
+``PeriodicEvaluator`` is the trainer's cheap evaluation during training (``eval_every``): these same plain
+gymnasium envs and seeds, kept between calls, instead of a TorchRL env stack rebuilt on every call.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ import numpy as np
 from aeon_trl import render
 from aeon_trl._util import eval_seed
 from aeon_trl.checkpoint import CheckpointError
-from aeon_trl.envs import available_cpus, episode_limit, resolve_backend
+from aeon_trl.envs import episode_limit
+from aeon_trl.normalize import standardize
 
 CHECKPOINT = "checkpoint.pt"
 DEFAULT_SIZE = (480, 480)  # gymnasium's MuJoCo default (width, height)
@@ -193,129 +194,64 @@ def evaluate_run(path: str | Path, episodes: int = 10, deterministic: bool = Tru
 
 
 class PeriodicEvaluator:
-    """Deterministic evaluation episodes during training, cheap enough for ~20 of them per run.
+    """Deterministic evaluation episodes during training, cheap enough for 20 of them per run.
 
     ``Trainer.evaluate`` builds a TorchRL env stack (base env + RewardSum + normalization + clip transforms) on
-    every call and rolls it out through TorchRL, ~1-3 ms of Python per step; 20 such evaluations of 1,000-step
-    episodes cost more than 10% of a default HalfCheetah run. This one steps the plain batched env (envpool where
-    ``make_env`` would use it, else ``gymnasium.make`` envs) with arrays: raw observation -> float32 -> the training
-    statistics, frozen (``ObsNorm.export()``) -> the Gaussian's mean (``act``) -> clipped to the action bounds.
-    Only the envs whose first episode is still running are stepped; each env's first episode's raw return is its
-    score.
+    every call and rolls it out through TorchRL for the whole episode limit; 20 such evaluations cost far more
+    than 5% of a default HalfCheetah run. This one keeps ``episodes`` plain ``gymnasium.make`` envs (built once,
+    with the run's episode limit) and steps them in this process with arrays: raw observation -> float32 -> the
+    training statistics, frozen (``ObsNorm.export()``) -> the policy's mean (``act``) -> clipped to the action
+    bounds; only the envs whose first episode is still running are stepped, and each env's first episode's raw
+    return is its score. Per step that is ~50 us of MuJoCo per HalfCheetah env plus ~0.1 ms of policy and Python.
 
-    Every call plays the same starts: the curve's changes are the policy's, not the starts', and a resumed run
-    evaluates as the uninterrupted one. With envpool they are the starts of ``Trainer.evaluate`` (the final
-    evaluation; tested equal): the pool is built as ``EnvPoolEnv`` builds it, with the evaluation seed, and rebuilt
-    per call (~30 ms), since envpool seeds only at construction. The gymnasium envs are built once and env ``i`` is
-    reset with ``seed + i``, as ``evaluate_agent`` (aeon-eval) does; ``Trainer.evaluate``'s TorchRL ``SerialEnv``
-    derives its envs' seeds otherwise, so there the two play other starts of the same distribution.
+    Not envpool, even where training uses it: a pool of a few envs spends ~0.1 ms per step handing each step to
+    its worker threads and back, more than the simulation itself.
+
+    Env ``i`` is reset with ``seed + i`` on every call, as ``evaluate_agent`` (aeon-eval) does: every evaluation
+    of a run faces the same starts (the curve's changes are the policy's, not the starts'), a resumed run
+    evaluates as the uninterrupted one, and a point of the curve is what aeon-eval would score for the policy of
+    that moment. ``Trainer.evaluate`` (the final evaluation) draws its starts from its own env (envpool's RNG, or
+    TorchRL's seeding of a ``SerialEnv``): other starts of the same distribution.
     """
 
     def __init__(self, cfg, episodes: int, seed: int | None = None):
+        import gymnasium as gym
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
         self.episodes = episodes
         self.seed = eval_seed(cfg.train.seed) if seed is None else seed
         self.limit = episode_limit(cfg)
-        if resolve_backend(cfg) == "envpool":
-            self.envs = _EnvPoolEpisodes(cfg.env.env_id, episodes, cfg.env.max_episode_steps or None,
-                                         min(cfg.env.env_threads or available_cpus(), episodes))
-        else:
-            self.envs = _GymEpisodes(cfg.env.env_id, episodes, self.limit)
+        # without the env checker: it only checks the first steps after a reset, every evaluation's
+        self.envs = [gym.make(cfg.env.env_id, max_episode_steps=self.limit, disable_env_checker=True)
+                     for _ in range(episodes)]
 
     def evaluate(self, act, obs_norm, low: float, high: float, device=None) -> list[float]:
         """The returns of ``episodes`` deterministic episodes. ``act(normalized obs) -> action`` (the policy's
-        mean, unclipped); ``obs_norm``: raw observation -> what the policy was trained on (``ObsNorm.export()``,
-        a frozen copy). Draws nothing from torch's or numpy's global generators."""
+        mean, unclipped); ``obs_norm``: the training statistics, frozen (``ObsNorm.export()``, a
+        ``FrozenObsNorm``), applied here in numpy (float32, the same formula: a fifth of torch's per-call cost on
+        one small batch). Draws nothing from torch's or numpy's global generators."""
         import torch
-        obs = self.envs.reset(self.seed)
-        returns, alive = np.zeros(self.episodes), np.ones(self.episodes, dtype=bool)
-        try:
-            with torch.no_grad():
-                for _ in range(self.limit):
-                    ids = np.flatnonzero(alive)
-                    # float32 before the statistics, as DoubleToFloat does in the training env stack
-                    x = obs_norm(torch.from_numpy(obs[ids]).to(torch.float32))
-                    action = act(x if device is None else x.to(device)).clamp(low, high).cpu().numpy()
-                    next_obs, reward, done = self.envs.step(action, ids)
-                    obs[ids] = next_obs
-                    returns[ids] += reward
-                    alive[ids[done]] = False
-                    if not alive.any():
+        envs = self.envs
+        loc, scale = obs_norm.loc.cpu().numpy(), obs_norm.scale.cpu().numpy()
+        obs = np.stack([env.reset(seed=self.seed + i)[0] for i, env in enumerate(envs)])
+        returns, alive = np.zeros(len(envs)), list(range(len(envs)))
+        with torch.inference_mode():
+            for _ in range(self.limit):
+                # float32 before the statistics, as DoubleToFloat does in the training env stack
+                raw = (obs if len(alive) == len(envs) else obs[alive]).astype(np.float32)
+                x = torch.from_numpy(standardize(raw, loc, scale, obs_norm.clip))
+                actions = act(x if device is None else x.to(device)).clamp(low, high).cpu().numpy()
+                ended = []
+                for action, i in zip(actions, alive):
+                    obs[i], reward, terminated, truncated, _ = envs[i].step(action)
+                    returns[i] += reward
+                    if terminated or truncated:
+                        ended.append(i)
+                if ended:
+                    alive = [i for i in alive if i not in ended]
+                    if not alive:
                         break
-        finally:
-            self.envs.release()
         return returns.tolist()
-
-    def close(self) -> None:
-        self.envs.close()
-
-
-class _EnvPoolEpisodes:
-    """envpool's gymnasium pool in sync mode, stepped through its raw send/recv (``_compat.envpool_raw_step``:
-    ~60 us per step less than ``pool.step``) where the layout allows; rebuilt by each ``reset`` (the seed)."""
-
-    def __init__(self, env_id: str, n: int, max_episode_steps: int | None, num_threads: int):
-        self.env_id, self.n, self.num_threads = env_id, n, num_threads
-        self.kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
-        self.pool = None
-
-    def reset(self, seed: int) -> np.ndarray:
-        import envpool
-
-        from aeon_trl import _compat
-        self.release()
-        # As EnvPoolEnv builds the training and Trainer.evaluate pools: the same seed gives the same starts.
-        self.pool = envpool.make(self.env_id, env_type="gymnasium", num_envs=self.n, batch_size=self.n,
-                                 seed=seed % 2**31, num_threads=self.num_threads, **self.kwargs)
-        raw_step = _compat.envpool_raw_step(self.pool)
-        _, keys = _compat.envpool_raw_layout(self.pool)
-        needed = ("info:env_id", "obs", "reward", "done")
-        self.raw = raw_step if raw_step is not None and all(k in keys for k in needed) else None
-        if self.raw is not None:
-            self.index = {k: keys.index(k) for k in needed}
-            self.action_dtype = np.dtype(_compat.envpool_action_dtype(self.pool))
-        obs, info = self.pool.reset()
-        return obs[np.argsort(info["env_id"])]
-
-    def step(self, actions: np.ndarray, ids: np.ndarray):
-        ids = ids.astype(np.int32)
-        if self.raw is not None:
-            send, recv = self.raw
-            send([ids, ids, actions.astype(self.action_dtype)])
-            out = recv()
-            env_id, obs, reward, done = (out[self.index[k]] for k in ("info:env_id", "obs", "reward", "done"))
-        else:
-            obs, reward, terminated, truncated, info = self.pool.step(actions, env_id=ids)
-            env_id, done = info["env_id"], terminated | truncated
-        rows = np.argsort(env_id)  # ids ascend: the rows in the order of ids
-        return obs[rows], reward[rows], done[rows]
-
-    def release(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-            self.pool = None
-
-    close = release
-
-
-class _GymEpisodes:
-    """``n`` gymnasium envs with the run's episode limit, built once, reset with ``seed + i``, stepped in a loop."""
-
-    def __init__(self, env_id: str, n: int, limit: int):
-        import gymnasium as gym
-        self.envs = [gym.make(env_id, max_episode_steps=limit) for _ in range(n)]
-
-    def reset(self, seed: int) -> np.ndarray:
-        return np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(self.envs)])
-
-    def step(self, actions: np.ndarray, ids: np.ndarray):
-        out = [self.envs[i].step(action) for action, i in zip(actions, ids)]
-        return (np.stack([o[0] for o in out]), np.array([o[1] for o in out], dtype=np.float64),
-                np.array([o[2] or o[3] for o in out]))
-
-    def release(self) -> None:
-        pass
 
     def close(self) -> None:
         for env in self.envs:
