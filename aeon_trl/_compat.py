@@ -9,17 +9,16 @@ What counts as a private touch, and what does not:
 
 - Not private (the normal extension API, left in their classes): overriding the protected hooks TorchRL and
   torch document for subclassing: ``Transform._apply_transform/_call/_step/_reset/transform_*_spec``,
-  ``EnvBase._step/_reset/_set_seed``, ``LossModule``'s key declaration (``_AcceptedKeys``, ``default_keys``,
-  ``_forward_value_estimator_keys``, ``_set_in_keys``, and an ``out_keys`` property cached in ``_out_keys``, as
-  ``ClipPPOLoss`` declares its own), its reduction hook ``_reduce_loss(loss, td, weights=)``
-  and ``PPOLoss._get_cur_log_prob`` (torchrl's own error message tells subclasses to override it), and
-  ``torch.nn.Module._load_from_state_dict``. Calling ``super()`` from such an override is part of it.
-- Private, but by necessity a method override (a subclass cannot route it through a function): overrides of
-  protected methods torchrl does not document for subclassing. They stay in their classes and are listed in
-  ``OVERRIDDEN_PRIVATE_METHODS`` so the test checks they still exist: ``ClipPPOLoss._log_weight``
-  (``AdvancedClipPPOLoss``: the KL penalty needs the differentiable log-ratio, which ``forward`` does not
-  return), ``VecNormV2._stateful_update/_stateful_norm`` (``SafeVecNorm``) and ``PrioritizedSampler._init``
-  (``PPOPrioritizedSampler``).
+  ``EnvBase._step/_reset/_set_seed``, and ``torch.nn.Module._load_from_state_dict``. Calling ``super()`` from
+  such an override is part of it. ``LossModule``'s key declaration (an ``_AcceptedKeys`` dataclass, which its
+  docstring asks subclasses to define) is documented too, but its base class is reached here
+  (``ClipPPOLossHooks.AcceptedKeys``) so that no torchrl ``_name`` appears outside this module.
+- Private, but by necessity a method override: protected methods torchrl does not document for subclassing.
+  The override itself lives here, in a hook base class that gives the step a public name
+  (``ClipPPOLossHooks.log_weight``/``reduce_loss``/``current_log_prob``/``declare_in_keys``,
+  ``VecNormHooks.update_statistics``/``normalize``, ``PrioritizedSamplerHooks.init_trees``); our classes
+  subclass these and override the public names. ``OVERRIDDEN_PRIVATE_METHODS`` lists them, and the test
+  checks they still exist with the same signature.
 - Private, and here: everything else: reading or writing another object's ``_attribute``, calling its
   ``_method`` from outside its class, importing a ``_name`` from a torchrl module, and the one tensordict
   fast path (explicit opt-in, never at import: ``enable_from_any_fastpath``).
@@ -32,6 +31,9 @@ from typing import Any, Callable
 
 import torch
 from tensordict import TensorDict, TensorDictBase
+from torchrl.data import PrioritizedSampler
+from torchrl.envs import VecNormV2
+from torchrl.objectives import ClipPPOLoss
 
 # major.minor of each distribution this module was written and tested against
 TESTED_VERSIONS = {"torchrl": "0.14", "tensordict": "0.14", "envpool": "1.2", "gymnasium": "1.4"}
@@ -207,15 +209,99 @@ def set_time_limit_elapsed(limit, steps: int) -> None:
     limit._elapsed_steps = steps
 
 
+
+# ---- overrides of private methods, under public names ------------------------------------------------------
+def reduce_loss(loss_module, loss: torch.Tensor, tensordict=None, **kwargs) -> torch.Tensor:
+    """A ``LossModule``'s reduction of a per-row loss (its ``reduction`` setting): torchrl keeps the helper
+    private, and a loss that reports a scalar should reduce as torchrl's own losses do."""
+    return loss_module._reduce_loss(loss, tensordict, **kwargs)
+
+
+class ClipPPOLossHooks(ClipPPOLoss):
+    """``ClipPPOLoss`` with public names for the protected steps a subclass changes: ``forward`` calls
+    ``_log_weight`` and ``_reduce_loss``, the key declaration runs ``_set_in_keys``, and the current policy's
+    log-prob is ``_get_cur_log_prob``. Subclasses override the public names; ``extra_out_keys`` are declared
+    besides ClipPPOLoss's own outputs (an ``out_keys`` property cached in ``_out_keys``, as ClipPPOLoss builds
+    its own, so ``select_out_keys`` may cut it)."""
+
+    AcceptedKeys = ClipPPOLoss._AcceptedKeys
+    extra_out_keys: tuple[str, ...] = ()
+
+    def _log_weight(self, tensordict, adv_shape):
+        return self.log_weight(tensordict, adv_shape)
+
+    def log_weight(self, tensordict, adv_shape):
+        """``(log_weight, dist, kl_approx, log_is_weight)`` of the rows under the current policy."""
+        return super()._log_weight(tensordict, adv_shape)
+
+    def _reduce_loss(self, loss, tensordict=None, **kwargs):
+        return self.reduce_loss(loss, tensordict, **kwargs)
+
+    def reduce_loss(self, loss, tensordict=None, **kwargs):
+        """The per-row loss reduced to the reported scalar (``reduction``, optional ``weights=``)."""
+        return super()._reduce_loss(loss, tensordict, **kwargs)
+
+    def _set_in_keys(self):
+        super()._set_in_keys()
+        self.declare_in_keys()
+
+    def declare_in_keys(self) -> None:
+        """Extend ``self.in_keys`` after ClipPPOLoss declared its own."""
+
+    def current_log_prob(self, tensordict) -> torch.Tensor:
+        """``log pi(a|s)`` of the current policy for the rows' actions."""
+        log_prob, _, _ = self._get_cur_log_prob(tensordict)
+        return log_prob
+
+    @property
+    def out_keys(self):
+        if self._out_keys is None:
+            self._out_keys = [*super().out_keys, *self.extra_out_keys]
+        return self._out_keys
+
+    @out_keys.setter
+    def out_keys(self, values):
+        self._out_keys = values
+
+
+class VecNormHooks(VecNormV2):
+    """``VecNormV2`` with public names for its per-batch steps (``_stateful_update`` folds a batch into the
+    statistics, ``_stateful_norm`` applies them): subclasses override ``update_statistics``/``normalize``."""
+
+    def _stateful_update(self, data: TensorDictBase) -> None:
+        self.update_statistics(data)
+
+    def update_statistics(self, data: TensorDictBase) -> None:
+        super()._stateful_update(data)
+
+    def _stateful_norm(self, data: TensorDictBase) -> TensorDictBase:
+        return self.normalize(data)
+
+    def normalize(self, data: TensorDictBase) -> TensorDictBase:
+        return super()._stateful_norm(data)
+
+
+class PrioritizedSamplerHooks(PrioritizedSampler):
+    """``PrioritizedSampler`` whose lazy tree construction (``_init``, run on first use) is the public
+    ``init_trees``: a subclass may build other trees."""
+
+    def _init(self) -> None:
+        self.init_trees()
+
+    def init_trees(self) -> None:
+        super()._init()
+
 # ---- what tests/test_compat.py checks still exists ---------------------------------------------------------
 # (import path of a class or module, private attribute names); instance attributes are checked on instances
 PRIVATE_ATTRIBUTES = {
     "torchrl.collectors.Collector": ("_setup_frames_per_batch",),
     "torchrl.objectives.utils": ("_clip_value_loss",),
     "tensordict.TensorDict": ("_new_unsafe",),
+    "torchrl.objectives.ClipPPOLoss": ("_AcceptedKeys",),
+    "torchrl.objectives.LossModule": ("_reduce_loss",),
 }
 OVERRIDDEN_PRIVATE_METHODS = {
-    "torchrl.objectives.ClipPPOLoss": ("_log_weight",),
+    "torchrl.objectives.ClipPPOLoss": ("_log_weight", "_reduce_loss", "_set_in_keys", "_get_cur_log_prob"),
     "torchrl.envs.VecNormV2": ("_stateful_update", "_stateful_norm"),
     "torchrl.data.PrioritizedSampler": ("_init",),
 }

@@ -1,4 +1,4 @@
-"""Small helpers more than one module needs: seeding, the evaluation seed, "did you mean" hints."""
+"""Small helpers more than one module needs: seeding, the evaluation seed, "did you mean" hints, walking a state."""
 from __future__ import annotations
 
 import difflib
@@ -37,3 +37,17 @@ def did_you_mean(word: str, candidates: Iterable[str], rename: Mapping[str, str]
     if hint is None:
         return ""
     return f" Did you mean '{rename.get(hint, hint) if rename else hint}'?"
+
+
+def float_tensors(tree, prefix: str = ""):
+    """``(path, tensor)`` of every floating-point tensor in nested dicts/lists/tuples (a state dict); paths are
+    the keys joined by "/"."""
+    if isinstance(tree, torch.Tensor):
+        if tree.is_floating_point():
+            yield prefix.lstrip("/"), tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from float_tensors(value, f"{prefix}/{key}")
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            yield from float_tensors(value, f"{prefix}/{i}")

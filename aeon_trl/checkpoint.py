@@ -15,21 +15,27 @@ from typing import Any, BinaryIO, Callable, Mapping
 
 import torch
 
+from aeon_trl.config import ConfigError
+
 FORMAT = "aeon_trl.checkpoint"
 VERSION = 1
+CHECKPOINT = "checkpoint.pt"  # a run folder's checkpoint
 
 
 # Config keys that may differ between a checkpoint and the run resuming it: they change no parameter update.
-BOOKKEEPING_KEYS = frozenset({"progress", "logger", "run_dir", "eval_episodes", "eval_every", "eval_every_episodes",
-                              "video", "checkpoint_every", "device", "torch_threads", "env_threads"})
+BOOKKEEPING_KEYS = frozenset({"progress", "logger", "run_dir", "eval_episodes", "eval_every_episodes", "video",
+                              "checkpoint_every", "device", "torch_threads", "env_threads"})
+# What a resumed run (aeon-train --resume, a requeued SLURM job) may change besides bookkeeping: a longer budget
+# continues the run (the schedules stretch to the new horizon); evaluations during training update nothing.
+CONTINUE_KEYS = BOOKKEEPING_KEYS | {"total_timesteps", "eval_every"}
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: missing, corrupt, truncated, foreign or incompatible."""
 
 
-class ConfigMismatchError(CheckpointError):
-    """The run folder's checkpoint was written by a run with another config."""
+class ConfigMismatchError(CheckpointError, ConfigError):
+    """The run folder's checkpoint was written by a run with another config (a config error: exit 2)."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -46,7 +52,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     file or the new one, never a partial one (checkpoints, the tuner's state)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -64,21 +70,51 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     return path
 
 
+TMP_SUFFIX = ".tmp"
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files ``atomic_write`` leaves in ``folder`` when its process is killed mid-write
+    (``.checkpoint.pt.<random>.tmp``, ``.results.json.<random>.tmp``, ...); returns them. Call it when a run
+    starts in its folder: one process per run folder, so no live write is removed."""
+    stale = [p for p in Path(folder).glob(f".*{TMP_SUFFIX}") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     """``data`` as indented JSON, atomically (results.json, history.json)."""
     return atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file a user names: a run folder means its ``checkpoint.pt``, a file itself."""
     path = Path(path)
+    return path / CHECKPOINT if path.is_dir() else path
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its type's name when it has none
+    (``EOFError()`` from ``torch.load`` of an empty file)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The state in a checkpoint file (or in a run folder's ``checkpoint.pt``), checked to be an aeon_trl one."""
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist: pass the path of a file written by "
-                              "AdvancedPPO.save or aeon-train (runs/<name>/checkpoint.pt)")
+                              "AdvancedPPO.save or aeon-train (runs/<name>/checkpoint.pt), or its run folder")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the process writing it was stopped mid-write "
+                              "or the disk was full; use an earlier checkpoint or retrain")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated/corrupt/unsafe files
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {first_line(exc)}). "
             "It is corrupt, truncated, or holds pickled objects that are not loaded for safety; "
             "use an earlier checkpoint or retrain.") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -13,14 +13,16 @@ as they are. Command-line overrides are parsed by OmegaConf's dotlist parser, ne
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from omegaconf import OmegaConf
+
+from aeon_trl._util import did_you_mean
 
 
 class ConfigError(ValueError):
@@ -273,11 +275,7 @@ class Config:
     @classmethod
     def load(cls, path: str | Path) -> "Config":
         """Read a YAML or JSON file (nested or flat keys)."""
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        return cls.from_dict(data or {})
+        return cls.from_dict(load_mapping(path, "config file"))
 
     def with_overrides(self, dotlist: list[str]) -> "Config":
         """Apply ``key=value`` command-line overrides (OmegaConf's dotlist syntax)."""
@@ -349,6 +347,12 @@ class Config:
         _check(p.critic_warmup >= 0, "critic_warmup", p.critic_warmup, "must be >= 0 (0 = none)")
         _check(0 < p.gamma <= 1, "gamma", p.gamma, "must be in (0, 1]")
         _check(0 <= p.gae_lambda <= 1, "gae_lambda", p.gae_lambda, "must be in [0, 1]")
+        for section in SECTIONS:  # one rule for every float: inf/nan would only surface as a NaN loss later
+            for key, value in dataclasses.asdict(getattr(self, section)).items():
+                values = value if isinstance(value, list) else [value]
+                _check(not any(isinstance(v, float) and not math.isfinite(v) for v in values), key, value,
+                       "must be a finite number")
+        _check(0 <= t.seed < 2 ** 63, "seed", t.seed, "must be in [0, 2**63) (torch's seed range)")
         _check(o.lr > 0, "lr", o.lr, "must be > 0")
         _check(o.wd >= 0, "wd", o.wd, "must be >= 0")
         _check(o.adam_eps > 0, "adam_eps", o.adam_eps, "must be > 0")
@@ -356,6 +360,10 @@ class Config:
         _check(0 < o.lookahead_alpha <= 1, "lookahead_alpha", o.lookahead_alpha, "must be in (0, 1]")
         _check(o.max_grad_norm >= 0, "max_grad_norm", o.max_grad_norm, "must be >= 0 (0 disables clipping)")
         _check(0 < o.min_lr <= o.max_lr, "min_lr", o.min_lr, "must satisfy 0 < min_lr <= max_lr")
+        # the KL-adaptive lr is clamped to [min_lr, max_lr]: a start outside would be silently moved into it
+        _check(not o.adaptive_lr or o.min_lr <= o.lr <= o.max_lr, "lr", o.lr,
+               f"must lie in [min_lr, max_lr] = [{o.min_lr}, {o.max_lr}] with adaptive_lr=true (the adaptive lr is "
+               "clamped to it): raise max_lr / lower min_lr, or set adaptive_lr=false")
         _check(t.total_timesteps >= 1, "total_timesteps", t.total_timesteps, "must be >= 1")
         _check(t.steps_per_env >= 1, "steps_per_env", t.steps_per_env, "must be >= 1")
         _check(t.minibatch_size >= 1, "minibatch_size", t.minibatch_size, "must be >= 1")
@@ -415,6 +423,33 @@ class Config:
         return self.env.num_envs * self.train.steps_per_env
 
 
+def load_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The mapping in a YAML (or JSON) file: config files, cluster profiles, tuning files. Whatever is wrong
+    with the file is a ``ConfigError`` naming it (and the line, for a syntax error), never a parser traceback."""
+    import yaml
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory, not a YAML file")
+    if not path.exists():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError(f"{what} {path}: {where}{getattr(exc, 'problem', None) or exc} (not valid YAML)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc}") from None
+    except Exception as exc:  # OmegaConf's own errors (interpolation, unsupported value types)
+        raise ConfigError(f"{what} {path}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must be a mapping of keys (key: value lines), got a "
+                          f"{'list' if isinstance(data, list) else type(data).__name__}")
+    return data
+
+
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:
     if not ok:
         raise ConfigError(f"config value {key}={value!r} is out of range: {key} {rule}")
@@ -430,10 +465,9 @@ def _canonical(key: str, owner: Mapping[str, str], prefix: str = "") -> str:
     if key in owner:
         return key
     known = sorted(set(owner) | set(ALIASES) | set(SECTIONS) | set(DEPRECATED))
-    hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    suggestion = hint and (DEPRECATED[hint[0]][0] if hint[0] in DEPRECATED else ALIASES.get(hint[0], hint[0]))
-    did_you_mean = f" Did you mean '{suggestion}'?" if hint else ""
-    raise ConfigError(f"unknown config key '{prefix}{key}'.{did_you_mean} Known keys: {', '.join(sorted(owner))}")
+    shown = {**ALIASES, **{old: new for old, (new, _) in DEPRECATED.items()}}  # suggest today's name
+    raise ConfigError(f"unknown config key '{prefix}{key}'.{did_you_mean(key, known, shown)} "
+                      f"Known keys: {', '.join(sorted(owner))}")
 
 
 def _set_leaf(tree, owner, key, value, expect: str | None = None) -> None:

@@ -89,10 +89,7 @@ class DistillConfig:
 
 def load_teacher(checkpoint: str | Path) -> AdvancedPPO:
     """The trained agent of an aeon_trl checkpoint file or run folder (``CheckpointError`` if missing/foreign)."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    return AdvancedPPO.from_checkpoint(path)
+    return AdvancedPPO.from_checkpoint(checkpoint)  # load_checkpoint reads a run folder's checkpoint.pt
 
 
 def frozen_obs_norm(agent: AdvancedPPO) -> FrozenObsNorm:

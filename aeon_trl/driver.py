@@ -9,6 +9,13 @@ logs/ (TorchRL's CSVLogger or TensorboardLogger per ``train.logger``: ``run_log.
 steps; on resume the rows past the checkpoint are dropped, so the log continues where the checkpoint is);
 results.json and history.json (atomic); learning_curve.png.
 
+A folder is never lost by accident: a new run into a folder that holds one is refused (``RunFolderError``)
+unless ``overwrite``, which clears it only once the new run's envs are built; temporary files a killed write
+left are removed at every start; a resumed run continues only a checkpoint whose config differs in
+``CONTINUE_KEYS`` alone (``ConfigMismatchError``, before anything is written). A callback may ask the run to
+stop (``stop_requested``, aeon-train's Ctrl-C): the iteration ends, the checkpoint and history are written and
+``run_training`` raises ``TrainingStopped``.
+
 What differs between entry points are ``Callback``s (TorchRL trainer hooks in spirit): the command line's
 progress bar, the job's preemption handling and restart bookkeeping. With ``world_size > 1`` this process is
 rank ``rank`` of a data-parallel run: it trains the rank's config (``rank_config``), and only rank 0 writes the
@@ -19,21 +26,38 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ContextManager, Iterable, Sequence
 
-from aeon_trl.checkpoint import (BOOKKEEPING_KEYS, atomic_write_json, check_resumable, load_checkpoint,
-                                 save_checkpoint)
-from aeon_trl.config import Config
+from aeon_trl.checkpoint import (CHECKPOINT, CONTINUE_KEYS, CheckpointError, atomic_write_json, check_resumable,
+                                 load_checkpoint, remove_stale_temp_files, save_checkpoint)
+from aeon_trl.config import Config, ConfigError
 from aeon_trl.curves import plot_learning_curve
-from aeon_trl.run_log import log_metrics, make_logger
+from aeon_trl.data.demonstrations import DemonstrationBuffer, DemonstrationError
+from aeon_trl.envs import check_env_id
+from aeon_trl.run_log import LOGS, flush_logger, log_metrics, make_logger
 from aeon_trl.trainer import Trainer, results_record
 
-CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
 RESULTS = "results.json"
 HISTORY = "history.json"
+CURVE = "learning_curve.png"
+RUN_FILES = (CHECKPOINT, CONFIG, RESULTS, HISTORY, CURVE, LOGS)  # what a run writes into its folder
+
+
+class RunFolderError(ConfigError):
+    """A new run into a folder that already holds one."""
+
+
+class TrainingStopped(Exception):
+    """The run stopped on request (``Callback.stop_requested``) after writing its checkpoint at ``frames``."""
+
+    def __init__(self, run_dir: Path, frames: int):
+        super().__init__(f"stopped at {frames} frames; checkpoint {run_dir / CHECKPOINT}")
+        self.run_dir, self.frames = run_dir, frames
 
 
 class Callback:
@@ -61,6 +85,10 @@ class Callback:
 
     def on_iteration(self, run: "Run", metrics: dict) -> None:
         """After each iteration, before its periodic checkpoint: the state is one an uninterrupted run has."""
+
+    def stop_requested(self, run: "Run") -> bool:
+        """Asked after ``on_iteration``: True stops the run there (checkpoint, history, ``TrainingStopped``)."""
+        return False
 
     def results(self, run: "Run") -> dict:
         """Extra keys for this rank's results (rank 0: results.json)."""
@@ -102,25 +130,33 @@ def rank_config(cfg: Config, rank: int = 0, world_size: int = 1) -> Config:
     return dataclasses.replace(cfg, train=train)
 
 
-def run_training(cfg: Config, run_dir: str | Path, *, resume: bool = False, callbacks: Iterable[Callback] = (),
-                 may_change: Iterable[str] = (), rank: int = 0, world_size: int = 1) -> dict:
+def run_training(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+                 callbacks: Iterable[Callback] = (), rank: int = 0, world_size: int = 1) -> dict:
     """Train ``cfg`` in ``run_dir``; returns this rank's results (rank 0: what results.json holds).
 
     ``resume``: continue from ``run_dir/checkpoint.pt`` when it exists; a checkpoint whose config differs
-    in more than bookkeeping keys and ``may_change`` is refused (``ConfigMismatchError``)."""
-    run_dir, callbacks = Path(run_dir), list(callbacks)
+    in more than ``CONTINUE_KEYS`` is refused (``ConfigMismatchError``). Without ``resume``, a folder that
+    holds a run is refused (``RunFolderError``), or with ``overwrite`` cleared once the envs are built."""
+    timing = _TrainingTime()
+    run_dir, callbacks = Path(run_dir), [*callbacks, timing]
     trained = rank_config(cfg, rank, world_size)
     state = None
     if resume and (run_dir / CHECKPOINT).exists():
         state = load_checkpoint(run_dir / CHECKPOINT)
-        check_resumable(run_dir / CHECKPOINT, Config.upgrade_dict(state["config"]), rank_config(cfg, 0, world_size).to_dict(),
-                        BOOKKEEPING_KEYS | frozenset(may_change))
+        check_resumable(run_dir / CHECKPOINT, Config.upgrade_dict(state["config"]),
+                        rank_config(cfg, 0, world_size).to_dict(), CONTINUE_KEYS)
+    elif not resume and rank == 0 and not overwrite and (held := existing_run(run_dir)):
+        raise RunFolderError(f"run folder {run_dir} already holds a run ({held}): continue it with --resume "
+                             f"{run_dir}, or replace it with --overwrite (or choose another --run-dir)")
     with _entered(cb.spawning() for cb in callbacks):
         trainer = Trainer(trained)  # before the folder: a bad env id must not leave an empty run folder behind
     run = Run(trained, run_dir, trainer, rank, world_size, callbacks)
     try:
         if run.is_main:
+            if overwrite and not resume:
+                clear_run(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(run_dir)  # what a write killed mid-way left (one process per run folder)
             cfg.save(run_dir / CONFIG)
         if state is not None:
             trainer.load_state_dict(state)
@@ -135,14 +171,26 @@ def run_training(cfg: Config, run_dir: str | Path, *, resume: bool = False, call
                 log_metrics(logger, metrics, step=metrics["frames"] * world_size)
             for cb in callbacks:
                 cb.on_iteration(run, metrics)
+            stop = any([cb.stop_requested(run) for cb in callbacks])
             every = trained.train.checkpoint_every
-            if run.is_main and every and tr.iteration % every == 0:
+            if run.is_main and (stop or every and tr.iteration % every == 0):
                 run.save()
+            if stop:
+                raise _Stop
 
         with _entered(cb.training(run) for cb in callbacks):
-            summary = trainer.train(trained.train.total_timesteps, on_iteration=on_iteration)
+            try:
+                summary = trainer.train(trained.train.total_timesteps, on_iteration=on_iteration)
+            except _Stop:
+                summary = None
+            else:
+                if run.is_main:
+                    run.save()
+        flush_logger(logger)
+        if summary is None:
             if run.is_main:
-                run.save()
+                atomic_write_json(run_dir / HISTORY, trainer.history)
+            raise TrainingStopped(run_dir, run.frames)
         eval_returns = []
         if run.is_main:
             with _entered(cb.spawning() for cb in callbacks):
@@ -152,13 +200,94 @@ def run_training(cfg: Config, run_dir: str | Path, *, resume: bool = False, call
     extra = {k: v for cb in callbacks for k, v in cb.results(run).items()}
     if not run.is_main:
         return {"rank": rank, "world_size": world_size, "timesteps": trainer.frames, **extra}
-    whole_run = {**summary, "timesteps": run.frames, "steps_per_second": summary["steps_per_second"] * world_size}
+    whole_run = {**summary, "timesteps": run.frames, "steps_per_second": summary["steps_per_second"] * world_size,
+                 **timing.whole_run(run, summary["wall_time"])}
     results = {**results_record(whole_run, cfg, eval_returns), **extra}
     atomic_write_json(run_dir / RESULTS, results)
     atomic_write_json(run_dir / HISTORY, trainer.history)
-    plot_learning_curve(trainer.history, run_dir / "learning_curve.png", f"{cfg.env.env_id} seed {cfg.train.seed}",
+    plot_learning_curve(trainer.history, run_dir / CURVE, f"{cfg.env.env_id} seed {cfg.train.seed}",
                         results["eval_mean"])
     return results
+
+
+class _Stop(Exception):
+    """Raised out of the trainer's loop when a callback asked to stop (after the checkpoint)."""
+
+
+class _TrainingTime(Callback):
+    """The training seconds of every segment of a run (a resumed run has several), kept in the checkpoint, so
+    results.json relates the whole run's steps to the whole run's time: ``steps_per_second = timesteps /
+    wall_time``. ``segments``: each start's frame counter and seconds (None: a checkpoint from before this was
+    kept)."""
+
+    key = "training_time"
+
+    def __init__(self):
+        self.segments: list[dict] = []  # the earlier segments
+        self._start_frames, self._started = 0, None
+
+    def state_dict(self) -> dict:
+        now = time.perf_counter() - self._started if self._started is not None else 0.0
+        return {"segments": [*self.segments, {"start_frames": self._start_frames, "seconds": now}]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.segments = list(state.get("segments", [{"start_frames": 0, "seconds": None}]))
+
+    def on_start(self, run: Run, resumed: bool) -> None:
+        self._start_frames = run.frames
+
+    def training(self, run: Run):
+        self._started = time.perf_counter()
+        return contextlib.nullcontext()
+
+    def whole_run(self, run: Run, wall_time: float) -> dict:
+        """results.json's timing of a run whose last segment trained ``wall_time`` seconds."""
+        if not self.segments:  # one segment: the trainer's summary is the whole run
+            return {}
+        segments = [*self.segments, {"start_frames": self._start_frames, "seconds": wall_time}]
+        if any(seg["seconds"] is None for seg in segments):  # an earlier segment's time is unknown
+            return {"segments": segments}
+        wall = sum(seg["seconds"] for seg in segments)
+        return {"wall_time": wall, "steps_per_second": run.frames / wall if wall > 0 else float("nan"),
+                "segment_steps_per_second": (run.frames - self._start_frames) / wall_time if wall_time > 0
+                else float("nan"), "segments": segments}
+
+
+def validate_run(cfg: Config) -> None:
+    """Refuse, without building the training envs, what a run of ``cfg`` would refuse at its start (for a job
+    before it is submitted): an unknown env id or one without a Box action space, a demonstrations file that
+    cannot be read, was recorded on another env or has other actions (``ConfigError``, ``DemonstrationError``)."""
+    action_space = check_env_id(cfg.env.env_id)
+    if cfg.demo.demos:
+        demos = DemonstrationBuffer.from_file(cfg.demo.demos, env_id=cfg.env.env_id)
+        shape = tuple(demos.transitions.get("action").shape[1:])
+        if shape != tuple(action_space.shape):
+            raise DemonstrationError(f"demonstration file {cfg.demo.demos} has actions of shape {shape}, "
+                                     f"{cfg.env.env_id} has {tuple(action_space.shape)}")
+
+
+def existing_run(run_dir: Path) -> str | None:
+    """What of a run ``run_dir`` holds (None: nothing, so a new run may start there)."""
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not found:
+        return None
+    try:
+        frames = load_checkpoint(run_dir / CHECKPOINT)["counters"]["frames"]
+        return f"{CHECKPOINT} at {frames} frames"
+    except CheckpointError:
+        return ", ".join(found)
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove what a run wrote into ``run_dir`` (``RUN_FILES``, temporary files); anything else stays."""
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    if run_dir.is_dir():
+        remove_stale_temp_files(run_dir)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ or from the user's own env loop (one PPO update per full batch):
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -19,31 +18,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.envs import EnvBase, ExplorationType, GymWrapper, SerialEnv, set_exploration_type
+from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
 from aeon_trl.checkpoint import load_checkpoint
-from aeon_trl.config import Config, ConfigError
+from aeon_trl.config import Config
 from aeon_trl.envs import make_env
-from aeon_trl.trainer import Trainer
-
-
-def _config(config: Config | Mapping[str, Any] | None, **forced) -> Config:
-    """The user's config with ``forced`` keys. When ``num_envs`` is forced, the rollout is lengthened
-    so the on-policy batch keeps its size (unless a dict config sets ``steps_per_env`` itself)."""
-    cfg = config if isinstance(config, Config) else Config.from_dict(config or {})
-    user_keys = set() if isinstance(config, Config) else set(config or {})
-    if "num_envs" in forced and not ({"steps_per_env", "n_steps", "num_steps"} & user_keys):
-        forced = {**forced, "steps_per_env": max(1, cfg.frames_per_batch // forced["num_envs"])}
-    return Config.from_dict(forced, base=cfg)
-
-
-def _serial(make_one: Callable[[], EnvBase]) -> Callable[[int, int], EnvBase]:
-    """An eval-env factory that steps ``n`` fresh copies of an env in this process."""
-    def build(num_envs: int, seed: int) -> EnvBase:
-        env = SerialEnv(num_envs, make_one)
-        env.set_seed(seed)
-        return env
-    return build
+from aeon_trl.trainer import NonFiniteError, Trainer
+from aeon_trl.user_env import adopt_env, config_with, serial_copies
 
 
 class AdvancedPPO:
@@ -55,34 +36,11 @@ class AdvancedPPO:
 
     def __init__(self, env: str | gym.Env | EnvBase, config: Config | Mapping[str, Any] | None = None,
                  eval_env_fn: Callable[[], EnvBase] | None = None):
-        make_eval = _serial(eval_env_fn) if eval_env_fn is not None else None
         if isinstance(env, str):
-            self.config = _config(config, env_id=env)
-            self.trainer = Trainer(self.config, eval_env_fn=make_eval)
+            self.config = config_with(config, env_id=env)
+            self.trainer = Trainer(self.config, eval_env_fn=serial_copies(eval_env_fn) if eval_env_fn else None)
             return
-        if isinstance(env, gym.Env):
-            if not isinstance(env.action_space, gym.spaces.Box):
-                raise ConfigError(f"the env has a {type(env.action_space).__name__} action space: aeon_trl's PPO "
-                                  "is for continuous actions only (a Box action space).")
-            # One instance cannot be replicated into a batch: train on it alone.
-            self.config = _config(config, num_envs=1, env_id=env.spec.id if env.spec else "custom")
-            if make_eval is None and env.spec is not None:
-                make_eval = _serial(lambda: GymWrapper(gym.make(env.spec)))
-            base = GymWrapper(env)
-        elif isinstance(env, EnvBase):
-            kwargs = getattr(env, "_constructor_kwargs", {})
-            env_id = kwargs.get("env_name")
-            forced = {"num_envs": env.batch_size.numel() if env.batch_size else 1}
-            self.config = _config(config, **forced, **({"env_id": env_id} if isinstance(env_id, str) else {}))
-            if make_eval is None and kwargs:
-                make_eval = _serial(functools.partial(type(env), **kwargs))
-            base = env
-        else:
-            raise TypeError(f"env must be an env id, a gymnasium.Env or a torchrl EnvBase, got {type(env).__name__}")
-        if make_eval is None:
-            make_eval = _no_eval_env
-            if self.config.train.eval_every < 0:  # auto: periodic evaluations where an eval env can be built
-                self.config = Config.from_dict({"eval_every": 0}, base=self.config)
+        self.config, base, make_eval = adopt_env(env, config, eval_env_fn)
         self.trainer = Trainer(self.config, env=make_env(self.config, base_env=base), eval_env_fn=make_eval)
 
     _stored: list | None = None  # store()'s transitions of the batch being filled
@@ -115,6 +73,10 @@ class AdvancedPPO:
         ``done``: the episode ended; ``truncated``: it ended by a time limit (GAE then bootstraps from
         ``next_state``). Observations are normalized as ``get_action`` does; rewards are used as given.
         """
+        if not all(np.isfinite(np.asarray(x, dtype=np.float64)).all() for x in (state, reward, next_state)):
+            # before anything is recorded: the episode returns and the batch being filled stay finite
+            raise NonFiniteError("store() got NaN/inf in the state, reward or next_state; check the env or its "
+                                 "reward wrapper. Nothing was stored.")
         obs, next_obs = self._as_obs(state), self._as_obs(next_state)
         n = obs.shape[0]
         if self.config.frames_per_batch % n:
@@ -149,11 +111,19 @@ class AdvancedPPO:
     def _normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return self.trainer.obs_norm.normalize(obs)
 
+    @property
+    def buffer(self):
+        """The on-policy buffer of the last update (``train()`` or a full ``store()`` batch): a torchrl
+        ``ReplayBuffer`` of flat rows with advantages, e.g. ``DemonstrationBuffer.sample(agent_buffer=ppo.buffer)``."""
+        return self.trainer.buffer
+
     def update_from_batch(self, batch: TensorDictBase) -> dict[str, float]:
         """One gradient step of the loss on a minibatch: PPO terms on its agent rows (as collected: normalized
         observations, advantages, old log-probs) and, when it carries ``is_demo``, the demonstration
         log-likelihood term on its demo rows (raw observations, normalized here with the current statistics),
-        e.g. ``DemonstrationBuffer.sample(...)``. The trainer takes the same step; returns the loss terms."""
+        weighted by the config's ``demo_coef`` (1.0 by default), e.g.
+        ``DemonstrationBuffer.sample(batch_size=512, agent_buffer=ppo.buffer, demo_ratio=0.3)``. The trainer
+        takes the same step; returns the loss terms."""
         out = self.trainer.optimize_minibatch(batch)
         return {k: v.item() for k, v in out.items() if v.numel() == 1}
 
@@ -189,7 +159,3 @@ class AdvancedPPO:
     def close(self) -> None:
         self.trainer.close()
 
-
-def _no_eval_env(num_envs: int, seed: int) -> EnvBase:
-    raise ConfigError("this env cannot be rebuilt for evaluation: pass AdvancedPPO(env, config, "
-                      "eval_env_fn=<callable returning a fresh copy of the env>)")

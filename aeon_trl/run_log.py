@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from torchrl.record.loggers import CSVLogger, TensorboardLogger
 
+from aeon_trl.checkpoint import atomic_write
 from aeon_trl.config import Config
 
 LOGS = "logs"  # the loggers' experiment name
@@ -46,11 +47,21 @@ def log_metrics(logger: CSVLogger | TensorboardLogger, metrics: dict, step: int)
             logger.log_scalar(key, metrics[key], step=step)
 
 
+def flush_logger(logger: CSVLogger | TensorboardLogger | None) -> None:
+    """Write out what the logger buffers (TensorBoard's event writer; CSVLogger writes every row at once)."""
+    flush = getattr(getattr(logger, "experiment", None), "flush", None)
+    if callable(flush):
+        flush()
+
+
 def drop_rows_after(folder: Path, step: int) -> None:
     """Keep only the rows ``step,value`` at or before ``step`` in every CSV of ``folder`` (CSVLogger appends)."""
     for path in sorted(folder.glob("*.csv")):
         lines = path.read_text().splitlines(keepends=True)
-        path.write_text("".join(line for line in lines if float(line.split(",", 1)[0]) <= step))
+        # a row without its newline is one a kill cut short: CSVLogger would append the next row to it
+        kept = [line for line in lines if line.endswith("\n") and float(line.split(",", 1)[0]) <= step]
+        if kept != lines:  # atomically: a run killed now keeps the old file, not half of it
+            atomic_write(path, lambda f: f.write("".join(kept).encode()))
 
 
 class ResumedTensorboardLogger(TensorboardLogger):

@@ -7,6 +7,7 @@ statistics, schedules, plugins' states, RNG states, counters, episode history) i
 """
 from __future__ import annotations
 
+import copy
 import functools
 import random
 import time
@@ -25,7 +26,7 @@ from torchrl.objectives.value import GAE
 
 from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from aeon_trl import _compat, env_state
-from aeon_trl._util import eval_seed, seed_everything
+from aeon_trl._util import eval_seed, float_tensors, seed_everything
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.envs import ObsNorm, env_dims, episode_limit, make_base_env, make_env
 from aeon_trl.envpool_env import envpool_supports
@@ -82,10 +83,7 @@ class Trainer:
         self.net = AdaptiveActorCritic.from_config(obs_dim, act_dim, cfg.model).to(self.device)
         self.actor, self.critic = make_ppo_operators(self.net)
         p, o = cfg.ppo, cfg.optim
-        self.loss = AdvancedClipPPOLoss(
-            self.actor, self.critic, clip_epsilon=p.clip_epsilon, clip_value=p.clip_value,
-            entropy_coeff=p.entropy_coef, critic_coeff=p.critic_coef, kl_coef=p.kl_coef,
-            normalize_advantage=p.normalize_advantage, functional=False)
+        self.loss = AdvancedClipPPOLoss.from_config(self.actor, self.critic, cfg)
         self.advantage = GAE(gamma=p.gamma, lmbda=p.gae_lambda, value_network=None, average_gae=False)
         self.optimizer = build_optimizer(self.net.parameters(), o)
         self.lr_schedule = KLAdaptiveLR(self.optimizer, kl_target=p.kl_target if o.adaptive_lr else None,
@@ -99,6 +97,8 @@ class Trainer:
         self.update_keys = self.loss.minibatch_keys
         self._collector: Collector | None = None
         self._resumed_env: dict | None = None  # env-side state of a loaded checkpoint, applied by collect()
+        self._stats_before_batch: dict | None = None  # the normalization statistics before the batch in collection
+        self._env_runtime_lost = False  # a batch failed the NaN check: the episodes in flight are not resumable
         self.frames = 0
         self.total_timesteps = cfg.train.total_timesteps  # the horizon of the lr/entropy schedules
         self.iteration = 0
@@ -123,6 +123,10 @@ class Trainer:
             storage=LazyTensorStorage(capacity, device=self.device), sampler=SamplerWithoutReplacement(),
             batch_size=cfg.train.minibatch_size)
         self.loss_keys = LOSS_KEYS + tuple(k for plugin in self.plugins for k in plugin.loss_keys)
+        # Summed into the total in this order when present: the logged terms, then any other term the loss
+        # declares (loss_demo when a minibatch brings demo rows without the demonstrations plugin).
+        self._summed_keys = self.loss_keys + tuple(k for k in self.loss.out_keys
+                                                   if k.startswith("loss_") and k not in self.loss_keys)
 
     # ---- plugins ------------------------------------------------------------------------
     def plugin(self, name: str) -> Plugin | None:
@@ -158,7 +162,19 @@ class Trainer:
             if self._resumed_env is not None:
                 self._restore_env(self._resumed_env)
                 self._resumed_env = None
+        # The env folds each step into its running statistics as it collects: a batch that then fails the NaN
+        # check has already poisoned them, and discard_batch() puts these back (a few small tensors a batch).
+        self._stats_before_batch = copy.deepcopy(self.obs_norm.state_dict())
         return next(self._batches)
+
+    def discard_batch(self) -> None:
+        """Undo what collecting the last batch did to the run's state, after it failed the NaN check: the obs
+        and reward normalization statistics go back to before it; the episodes in flight (NaN in the
+        collector's carried TensorDict) are left out of later checkpoints, whose resume starts fresh ones."""
+        if self._stats_before_batch is not None:
+            self.obs_norm.load_state_dict(self._stats_before_batch)
+            self._stats_before_batch = None
+        self._env_runtime_lost = True
 
     def _restore_env(self, saved: dict) -> None:
         """After the collector's first reset: the checkpoint's statistics (that reset updated them), and where
@@ -173,6 +189,8 @@ class Trainer:
 
     def _env_runtime(self) -> dict:
         """The simulators and the collector's carried TensorDict; the carrier is only of use with them."""
+        if self._env_runtime_lost:
+            return {"simulators": None, "carrier": None}
         simulators = env_state.capture(self.env) if self._collector is not None else None
         carrier = _compat.collector_carrier(self._collector).exclude("collector").to_dict() \
             if simulators is not None else None
@@ -199,7 +217,7 @@ class Trainer:
             normalized = self.obs_norm.normalize(obs[is_demo])
             minibatch.set(self.obs_norm.key, obs.masked_scatter(is_demo.unsqueeze(-1), normalized))
         out = self.loss.critic_only(minibatch) if critic_only else self.loss(minibatch)
-        keys = [k for k in self.loss_keys if k in out.keys()]
+        keys = [k for k in self._summed_keys if k in out.keys()]
         total = sum(out.get(k) for k in keys)
         if not torch.isfinite(total):
             raise NonFiniteError(
@@ -241,12 +259,13 @@ class Trainer:
         # critic_warmup: the policy stands still (KL 0), so the KL-driven lr, early stop and clip stay as they are.
         warmup = self.iteration < cfg.ppo.critic_warmup
         sums: dict[str, float] = {k: 0.0 for k in self.loss_keys + DIAGNOSTIC_KEYS}
-        steps = 0
+        steps, demo_rows = 0, False
         minibatches = max(1, batch.numel() // cfg.train.minibatch_size)
         for epoch in range(cfg.train.epochs):
             epoch_kl = 0.0
             for _ in range(minibatches):
                 minibatch = self.minibatch()
+                demo_rows = demo_rows or self.loss.tensor_keys.is_demo in minibatch.keys(include_nested=True)
                 out = self.optimize_minibatch(minibatch, critic_only=warmup)
                 for plugin in self.plugins:
                     plugin.on_minibatch(minibatch, out)  # prioritized: the rows' new priorities
@@ -268,7 +287,7 @@ class Trainer:
             self._adapt_to_kl(metrics)
         metrics.update(lr=lr, epochs_run=epoch + 1, clip_epsilon=self.loss.clip_epsilon.item(),
                        kl_coef=self.loss.kl_coef.item(), entropy_coef=self.loss.entropy_coeff.item(),
-                       demo_coef=self.loss.demo_coef.item(),
+                       demo_coef=self.loss.demo_coef.item() if demo_rows else 0.0,  # the term's weight here
                        value_std=batch.get(self.loss.tensor_keys.value_std).mean().item(), **plugin_metrics)
         return metrics
 
@@ -375,7 +394,11 @@ class Trainer:
         while self.frames < min(total, until or total):
             t0 = time.perf_counter()
             batch = self.collect()
-            metrics = self.step(batch, collect_seconds=time.perf_counter() - t0)
+            try:
+                metrics = self.step(batch, collect_seconds=time.perf_counter() - t0)
+            except NonFiniteError:
+                self.discard_batch()
+                raise
             if on_iteration is not None:
                 on_iteration(self, metrics)
         wall = time.perf_counter() - start
@@ -507,7 +530,9 @@ class Trainer:
 
     # ---- checkpointing ------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
+        """Everything a run needs to resume exactly. Refuses (``NonFiniteError``) a state holding NaN/inf in
+        any tensor, e.g. the network after a NaN loss: a checkpoint must stay a state worth resuming."""
+        state = {
             "config": self.cfg.to_dict(),
             "dims": list(env_dims(self.env)),
             "net": self.net.state_dict(),
@@ -528,6 +553,13 @@ class Trainer:
             "history": self.history,
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()[1]},
         }
+        poisoned = [name for name, t in float_tensors({k: v for k, v in state.items() if k != "history"})
+                    if not torch.isfinite(t).all()]
+        if poisoned:
+            raise NonFiniteError(f"refusing to save: NaN/inf in {', '.join(poisoned[:5])}"
+                                 + (f" and {len(poisoned) - 5} more" if len(poisoned) > 5 else "")
+                                 + "; the state is not worth resuming: keep the last good checkpoint")
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         dims = list(env_dims(self.env))

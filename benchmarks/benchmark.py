@@ -73,7 +73,7 @@ def train_run(name: str, overrides: list[str], jobs: int, preset: bool = True) -
     flags = [] if preset else ["--no-preset"]
     # No video (rendering one episode costs ~40 s per run), unless a benchmark's overrides ask for it.
     cmd = [sys.executable, "-m", "aeon_trl.cli.train", *flags, *threads, "video=false", *overrides, "progress=false",
-           "--run-dir", str(run_dir)]
+           "--run-dir", str(run_dir), "--overwrite"]  # a rerun replaces the run of the same name
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - start

@@ -60,7 +60,8 @@ def test_perturbation_sizes_match_a_naive_reference():
     """Linear: |step| in [0.5, 1] * scale * (high - low); log: the same in log space (a ratio); int: >= 1."""
     rng = np.random.default_rng(1)
     lin, log, integer = spec("gae_lambda", {"low": 0.8, "high": 1.0}), \
-        spec("lr", {"low": 1e-5, "high": 1e-1, "log": True}), spec("epochs", {"low": 1, "high": 100})
+        ParamSpec.parse("lr", {"low": 1e-5, "high": 1e-1, "log": True}, Config.from_dict({"max_lr": 1e-1})), \
+        spec("epochs", {"low": 1, "high": 100})  # lr up to 0.1 needs max_lr >= 0.1 (the config refuses lr > max_lr)
     for _ in range(500):
         y = lin.perturb(0.9, rng, 0.2)
         assert 0.02 - 1e-12 <= abs(y - 0.9) <= 0.04 + 1e-12
@@ -261,3 +262,52 @@ def test_aeon_tune_writes_table_plots_and_a_best_config_aeon_train_accepts(tmp_p
                                                 no_preset=False, run_dir=None))
     assert cfg.optim.lr == pytest.approx(best_hp["lr"]) and cfg.train.minibatch_size == best_hp["minibatch_size"]
     assert cfg.env.env_id == "Pendulum-v1" and cfg.train.total_timesteps == 256
+
+
+# ---- the seed's forms: tuple ranges, config=, env_factory() --------------------------------------------------
+@pytest.mark.parametrize("key,value,expect", [
+    ("clip_range", (0.1, 0.3), ("float", 0.1, 0.3)),
+    ("lr", (1e-5, 1e-3), ("log", 1e-5, 1e-3)),  # a scale-like key over two decades: log scale
+    ("lr", (1e-4, 5e-4), ("float", 1e-4, 5e-4)),  # within a decade: uniform
+    ("epochs", (2, 8), ("int", 2, 8)),
+])
+def test_a_tuple_is_a_range(key, value, expect):
+    s = spec(key, value)
+    assert (s.kind, s.low, s.high) == expect
+
+
+def test_a_tuple_of_three_is_refused_naming_the_list_form():
+    with pytest.raises(TuningError, match="a tuple is a range"):
+        spec("clip_range", (0.1, 0.2, 0.3))
+
+
+def test_the_tuning_config_is_given_once(tmp_path):
+    with pytest.raises(TuningError, match="once"):
+        AutoTuner(TINY, tuning(), config=tuning(), tune_dir=tmp_path)
+    with pytest.raises(TuningError, match="needs a tuning config"):
+        AutoTuner(TINY, tune_dir=tmp_path)
+    assert AutoTuner(TINY, config=tuning(), tune_dir=tmp_path).tuning.population_size == 2
+
+
+def test_env_factory_forms(tmp_path):
+    """factory() of a gymnasium env: the base config trains it alone under its id; factory(cfg): the stack as is.
+    Both pickle (lambdas included) for spawn workers and SLURM jobs."""
+    import pickle
+
+    import gymnasium as gym
+
+    from aeon_trl.envs import make_env
+
+    seed_form = autotuner.EnvFactory(lambda: gym.make("Pendulum-v1"))
+    base = seed_form.adopt({"steps_per_env": 64, "minibatch_size": 32})
+    assert (base.env.env_id, base.env.num_envs, base.frames_per_batch) == ("Pendulum-v1", 1, 64)
+    stacked = autotuner.EnvFactory(lambda cfg: make_env(cfg))
+    assert stacked.takes_config and stacked.adopt(TINY).env.num_envs == 4
+    for factory, cfg in ((seed_form, base), (stacked, Config.from_dict(TINY))):
+        factory = pickle.loads(pickle.dumps(factory))
+        env, make_eval = factory.training_env(cfg)
+        try:
+            assert env.batch_size.numel() == cfg.env.num_envs and "episode_reward" in env.reset().keys()
+            assert (make_eval is None) == factory.takes_config
+        finally:
+            env.close()

@@ -67,7 +67,7 @@ def test_resume_continues_from_the_saved_frames(run_dir, tmp_path, capsys):
 def test_resume_refuses_a_config_that_trains_differently(run_dir, tmp_path, capsys):
     resumed = tmp_path / "resumed"
     shutil.copytree(run_dir, resumed)
-    assert main(["--resume", str(resumed), "lr=0.01"]) == 1
+    assert main(["--resume", str(resumed), "lr=0.01"]) == 2  # a config error (ConfigMismatchError is a ConfigError)
     assert "different config (optim.lr: checkpoint" in capsys.readouterr().err
     assert load_checkpoint(resumed / "checkpoint.pt")["counters"]["frames"] == 256  # untouched
 

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from aeon_trl.config import Config, ConfigError
+from aeon_trl.data.demonstrations import DemonstrationError
+from aeon_trl.driver import validate_run
 from aeon_trl.launch.collect import collect, format_table
 from aeon_trl.launch.profile import DEFAULT_PROFILE, Profile, ProfileError
 from aeon_trl.launch.submit import LOG_DIR, check_world, sbatch_script, submit, wait
@@ -45,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     group = parser.add_argument_group("cluster options (override the profile)")
     for name in CLUSTER_OPTIONS:
         group.add_argument("--" + name.replace("_", "-"), dest=name, type=int if name in INT_OPTIONS else str)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides before and after the options
     if args.seeds:  # `--seeds 0 1 2 env_id=X` : argparse gives the overrides to --seeds
         args.overrides = [x for x in args.seeds if "=" in x] + args.overrides
         try:
@@ -76,6 +78,7 @@ def main(argv=None) -> int:
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
         if args.sbatch_only:
             check_world(cfg, profile)
+            validate_run(cfg)
             text = sbatch_script(profile, run_dir.resolve(), args.overrides, args.seeds, args.config, sys.executable,
                                  args.no_preset)
             (run_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)  # sbatch does not create the --output folder
@@ -86,18 +89,22 @@ def main(argv=None) -> int:
                 print(f"wrote {args.sbatch_only}: submit it with `sbatch {args.sbatch_only}`")
             return 0
         submitted = submit(cfg, run_dir, profile, args.seeds, args.local)
-    except (ProfileError, ConfigError) as exc:
+    except (ProfileError, ConfigError, DemonstrationError) as exc:
         print(f"aeon-submit: error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(f"job {job.job_id}{'' if seed is None else f' (seed {seed})'}: run folder {folder}, "
                     f"log {job.paths.stdout}" for seed, folder, job in submitted))
+    failures = 0
     if not args.wait:
-        print(f"follow: squeue -u $USER;  results when done: aeon-collect {run_dir.resolve()}")
-        return 0
-    failures = wait(submitted)
-    if len(submitted) > 1 or failures == 0:
-        print(format_table(collect(run_dir.resolve())))
-    submitted.clear()  # finished local jobs' __del__ would otherwise run during interpreter shutdown and complain
+        follow = "a local job runs on after this command" if args.local else "follow: squeue -u $USER"
+        print(f"{follow};  results when done: aeon-collect {run_dir.resolve()}")
+    else:
+        failures = wait(submitted)
+        if len(submitted) > 1 or failures == 0:
+            print(format_table(collect(run_dir.resolve())))
+    # Local jobs' __del__ would otherwise run during interpreter shutdown, with submitit's modules half torn
+    # down, and print a traceback. Dropping them here cancels nothing: submitit's local controller outlives us.
+    submitted.clear()
     import gc
     gc.collect()
     return 1 if failures else 0

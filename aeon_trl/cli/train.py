@@ -3,11 +3,14 @@
     aeon-train                                   # HalfCheetah-v5, 1M steps, default config + its preset
     aeon-train env_id=Hopper-v5 lr=1e-4 seed=3    # overrides (flat, nested ppo.clip_epsilon=0.3, or seed keys)
     aeon-train --config my.yaml --run-dir runs/x  # a YAML/JSON config file
-    aeon-train --resume runs/x                    # continue from runs/x/checkpoint.pt
+    aeon-train --resume runs/x                    # continue from runs/x/checkpoint.pt (or name the file)
 
 The run folder is ``aeon_trl.driver.run_training``'s: config.yaml, logs/ (TorchRL CSV or TensorBoard logger),
 checkpoint.pt (atomic, every ``checkpoint_every`` iterations), results.json, history.json, learning_curve.png.
-``--resume`` may raise ``total_timesteps`` (to train longer); other config changes are refused.
+A folder that already holds a run is refused unless ``--overwrite``. ``--resume`` may change what means
+"continue" (total_timesteps to train longer, logging, evaluation, checkpointing, device, threads); other config
+changes are refused, naming the keys. Ctrl-C (or SIGTERM) stops after the current iteration with a checkpoint
+(exit 130 / 143); a second Ctrl-C quits at once. Bad input (config, files, values) exits 2.
 """
 from __future__ import annotations
 
@@ -18,14 +21,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from aeon_trl.checkpoint import CheckpointError, load_checkpoint
+from aeon_trl.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, resolve_checkpoint
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.data.demonstrations import DemonstrationError
-from aeon_trl.driver import CHECKPOINT, Callback, Run, run_training
+from aeon_trl.driver import Callback, Run, TrainingStopped, run_training
+from aeon_trl.launch.signals import StopGuard
 from aeon_trl.trainer import NonFiniteError
-
-# What --resume may change: a longer budget continues the run (the schedules stretch to the new horizon).
-RESUME_MAY_CHANGE = frozenset({"total_timesteps"})
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,18 +35,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", help="config overrides key=value (OmegaConf dotlist)")
     parser.add_argument("--config", help="YAML/JSON config file (nested or flat keys)")
     parser.add_argument("--run-dir", help="run folder (default: <run_dir>/<env_id>-s<seed>-<time>)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="resume the run in RUN_DIR from its checkpoint")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="resume the run in RUN_DIR from its checkpoint (RUN_DIR/checkpoint.pt, or name the file)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run a --run-dir already holds")
     parser.add_argument("--no-preset", action="store_true", help="ignore the env's shipped preset (plain defaults)")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # key=value overrides before and after the options
 
 
 def build_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
     """The config, the run folder and whether it resumes; with --resume, the checkpointed config (overrides
     still apply)."""
     if args.resume:
-        run_dir = Path(args.resume)
-        state = load_checkpoint(run_dir / CHECKPOINT)
-        return Config.from_dict(state["config"]).with_overrides(args.overrides), run_dir, True
+        checkpoint = resolve_checkpoint(args.resume)
+        state = load_checkpoint(checkpoint)
+        return Config.from_dict(state["config"]).with_overrides(args.overrides), checkpoint.parent, True
     cfg, preset = Config.for_run(args.overrides, args.config, preset=not args.no_preset)
     if preset:
         print(f"aeon-train: using the preset {preset.name} for {cfg.env.env_id} (--config replaces it, --no-preset "
@@ -69,14 +72,41 @@ class ProgressBar(Callback):
                              refresh=False)
 
 
+class StopOnSignal(Callback):
+    """Ctrl-C / SIGTERM (``StopGuard``): held while the loop runs, the run stops after the iteration; env workers
+    never see them."""
+
+    def __init__(self, guard: StopGuard):
+        self.guard = guard
+
+    def spawning(self):
+        return self.guard.blind_children()
+
+    def training(self, run: Run):
+        return self.guard.hold()
+
+    def stop_requested(self, run: Run) -> bool:
+        return self.guard.pending
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    guard = StopGuard().install()  # before anything starts an env worker
     try:
         cfg, run_dir, resume = build_config(args)
-        results = run_training(cfg, run_dir, resume=resume, callbacks=[ProgressBar()], may_change=RESUME_MAY_CHANGE)
+        guard.on_quit = lambda: (f"; resume from the last checkpoint with: aeon-train --resume {run_dir}"
+                                 if (run_dir / CHECKPOINT).is_file() else "")
+        results = run_training(cfg, run_dir, resume=resume, overwrite=args.overwrite,
+                               callbacks=[ProgressBar(), StopOnSignal(guard)])
+    except TrainingStopped as stop:
+        print(f"aeon-train: stopped at {stop.frames} frames, checkpoint written; resume with: "
+              f"aeon-train --resume {stop.run_dir}", file=sys.stderr)
+        return 128 + guard.received
     except (ConfigError, CheckpointError, NonFiniteError, DemonstrationError) as exc:
         print(f"aeon-train: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
+    finally:
+        guard.uninstall()
     evaluation = (f"; final evaluation return {results['eval_mean']:.1f} ± {results['eval_std']:.1f} over "
                   f"{len(results['eval_returns'])} episodes") if results["eval_returns"] else ""
     print(f"{cfg.env.env_id}: {results['timesteps']} steps in {results['wall_time']:.0f} s "

@@ -16,7 +16,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,17 +36,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build(args: argparse.Namespace):
     """The base config, the tuning config, the tuner folder and the executor (nothing is trained here)."""
-    from aeon_trl.tuning import AutoTuner, TuningConfig, TuningError
+    from aeon_trl.config import load_mapping
+    from aeon_trl.tuning import AutoTuner, TuningConfig
     from aeon_trl.cli.train import build_config
 
     base, _, _ = build_config(argparse.Namespace(resume=None, config=args.config, overrides=args.overrides,
                                                  no_preset=args.no_preset, run_dir=None))
-    path = Path(args.tuning)
-    if not path.is_file():
-        raise TuningError(f"tuning file {path} does not exist")
-    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
-    if not isinstance(data, dict):
-        raise TuningError(f"tuning file {path} must be a mapping of tuning keys")
+    data = load_mapping(args.tuning, "tuning file")
     if args.workers is not None:
         data["workers"] = args.workers
     tuning = TuningConfig.from_dict(data, base)

@@ -24,13 +24,14 @@ from tensordict.utils import NestedKey
 from torchrl.data import LazyTensorStorage, RandomSampler, ReplayBuffer
 from torchrl.envs import EnvBase
 
-from aeon_trl.checkpoint import atomic_torch_save
+from aeon_trl.checkpoint import atomic_torch_save, first_line
+from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 
 FORMAT = "aeon_trl.demonstrations"
 VERSION = 1
 META = "aeon_demonstrations.json"  # the metadata file of a memmap folder
-IS_DEMO = "is_demo"
-RECORD_HINT = "record demonstrations for this env with: python -m pipelines.record_demos CHECKPOINT --out PATH"
+IS_DEMO = AdvancedClipPPOLoss.default_keys.is_demo  # the loss's default key for the flag
+RECORD_HINT = "record demonstrations for this env with: aeon-record-demos CHECKPOINT_OR_RUN_DIR --out PATH"
 
 
 class DemonstrationError(ValueError):
@@ -114,11 +115,15 @@ class DemonstrationBuffer:
 
     # ---- sampling ---------------------------------------------------------------------------------
     def sample(self, batch_size: int, agent_buffer: ReplayBuffer | None, demo_ratio: float = 0.3,
-               is_demo_key: NestedKey = IS_DEMO) -> TensorDictBase:
-        """Exactly ``round(batch_size * demo_ratio)`` demo rows (``is_demo`` True, raw observations, agent-only
-        keys zero-filled) after the ``batch_size - round(batch_size * demo_ratio)`` agent rows drawn from
-        ``agent_buffer`` (fewer if its sampler runs out at the end of an epoch). Without ``agent_buffer``: ``batch_size``
-        demo rows (behaviour-cloning pre-training). ``is_demo_key``: the loss's ``tensor_keys.is_demo``."""
+               is_demo_key: NestedKey = IS_DEMO, exact: bool = True) -> TensorDictBase:
+        """``batch_size`` rows: ``batch_size - round(batch_size * demo_ratio)`` agent rows drawn from
+        ``agent_buffer`` (e.g. ``AdvancedPPO.buffer``), then ``round(batch_size * demo_ratio)`` demo rows
+        (``is_demo`` True, raw observations, agent-only keys zero-filled). Without ``agent_buffer``: ``batch_size``
+        demo rows (behaviour-cloning pre-training). ``is_demo_key``: the loss's ``tensor_keys.is_demo``.
+
+        A sampler without replacement returns fewer rows than asked at the end of its epoch: the rest are drawn
+        from its next epoch. ``exact=False`` keeps the short draw instead (the demonstrations plugin does, so
+        the minibatches of runs with ``demos=`` stay those they have been)."""
         if agent_buffer is None:
             return self._rb.sample(batch_size).set(is_demo_key, torch.ones(batch_size, dtype=torch.bool))
         n_demo = round(batch_size * demo_ratio)
@@ -127,11 +132,16 @@ class DemonstrationBuffer:
                              "it must leave at least one demo row and one agent row")
         if len(self) == 0:
             raise DemonstrationError("the DemonstrationBuffer is empty: load a file or add() transitions first")
-        agent = agent_buffer.sample(batch_size - n_demo)
+        if len(agent_buffer) == 0:
+            raise DemonstrationError("the agent buffer is empty: train (or store() a full batch) before sampling")
+        parts = [agent_buffer.sample(batch_size - n_demo)]
+        while exact and sum(p.shape[0] for p in parts) < batch_size - n_demo:
+            parts.append(agent_buffer.sample(batch_size - n_demo - sum(p.shape[0] for p in parts)))
+        agent = parts[0] if len(parts) == 1 else torch.cat(parts)
         demo = self._rb.sample(n_demo).to(agent.device)
         rows = torch.zeros_like(agent[:1]).expand(n_demo).clone()
         rows.update(demo.select("observation", "action"))
-        mixed = torch.cat([agent, rows])  # a sampler without replacement may return fewer agent rows at an epoch's end
+        mixed = torch.cat([agent, rows])
         mixed.set(is_demo_key, torch.arange(mixed.shape[0], device=agent.device) >= agent.shape[0])
         return mixed
 
@@ -202,11 +212,14 @@ def _read(path: Path) -> tuple[dict, TensorDictBase]:
 
 
 def _read_pt(path: Path) -> tuple[dict, TensorDictBase]:
+    if path.is_file() and path.stat().st_size == 0:
+        raise DemonstrationError(f"demonstration file {path} is empty (0 bytes): the process writing it was stopped "
+                                 f"mid-write or the disk was full; {RECORD_HINT}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated/corrupt/unsafe files
         raise DemonstrationError(
-            f"demonstration file {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}): "
+            f"demonstration file {path} cannot be read ({type(exc).__name__}: {first_line(exc)}): "
             f"it is truncated or corrupt, or holds pickled objects that are not loaded for safety; "
             f"{RECORD_HINT}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("transitions"), dict):
@@ -233,7 +246,7 @@ def _read_memmap(path: Path) -> tuple[dict, TensorDictBase]:
     except Exception as exc:
         raise DemonstrationError(
             f"demonstration folder {path} cannot be read ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}): it is truncated or not a folder written by "
+            f"{first_line(exc)}): it is truncated or not a folder written by "
             f"DemonstrationBuffer.save; {RECORD_HINT}") from None
     return meta, td
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.data import LazyTensorStorage, PrioritizedSampler, TensorDictReplayBuffer
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from aeon_trl import _compat
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
@@ -60,7 +60,7 @@ class _FlatMinTree(_FlatTree):
         return self.values[left:right].min().item()
 
 
-class PPOPrioritizedSampler(PrioritizedSampler):
+class PPOPrioritizedSampler(_compat.PrioritizedSamplerHooks):
     """torchrl's ``PrioritizedSampler``, runnable without torchrl's C++ extension.
 
     Written because torchrl 0.14.1's compiled sum/min segment trees do not load against torch 2.13 (undefined
@@ -68,10 +68,10 @@ class PPOPrioritizedSampler(PrioritizedSampler):
     query, exact, cheap for an on-policy batch of a few thousand rows) stand in for the trees then, and every
     other line of the sampler is torchrl's."""
 
-    def _init(self) -> None:  # a private hook of PrioritizedSampler (see aeon_trl._compat)
+    def init_trees(self) -> None:
         capacity, device = _compat.sampler_capacity_and_device(self)
         if _compat.segment_tree_extension_loaded() or (device and device.type == "cuda"):
-            return super()._init()
+            return super().init_trees()
         _compat.install_segment_trees(self, _FlatSumTree(capacity), _FlatMinTree(capacity))
 
 

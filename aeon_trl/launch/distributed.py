@@ -23,16 +23,14 @@ normalises its own stream; the parameters are still identical).
 from __future__ import annotations
 
 import os
-import random
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-
+from aeon_trl._util import seed_everything
 
 
 @dataclass(frozen=True)
@@ -84,10 +82,7 @@ def init_distributed(backend: str | None = None, timeout_s: float | None = None)
 
 def reseed(seed: int, frames: int) -> None:
     """A resumed rank > 0 loaded rank 0's RNG state from the checkpoint: give it its own stream again."""
-    s = (seed * 1_000_003 + frames) % 2**63
-    random.seed(s)
-    np.random.seed(s % 2**32)
-    torch.manual_seed(s)
+    seed_everything((seed * 1_000_003 + frames) % 2**63)
 
 
 def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:

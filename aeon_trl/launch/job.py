@@ -8,7 +8,8 @@ launcher): SLURM sends USR2 ahead of a time limit or at preemption, submitit cal
 Why the signal is held until the end of an iteration: submitit's handler runs synchronously in the main thread,
 between two bytecodes of whatever the loop is doing: between the parameter updates of one optimizer step, or
 after a batch was collected but before the frame counter moved. A checkpoint written there is a state no
-uninterrupted run passes through. So while the loop runs, ``TrainJob`` swaps in a handler that only sets a flag;
+uninterrupted run passes through. So while the loop runs, ``TrainJob`` swaps in a handler that only sets a flag
+(``PreemptionGuard``, ``aeon_trl.launch.signals``, whose ``StopGuard`` does the same for aeon-train's Ctrl-C);
 the ``on_iteration`` callback (networks, optimizer, normalization statistics, schedules, counters and RNG all
 agree there) hands the signal on to submitit's handler, which calls ``checkpoint()``: it saves the trainer
 atomically and returns the resubmission. The price is a delay of at most one iteration, so keep
@@ -22,7 +23,6 @@ The training itself is ``aeon_trl.driver.run_training``, as for ``aeon-train``, 
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import signal
@@ -38,6 +38,7 @@ import torch
 from aeon_trl.config import Config
 from aeon_trl.driver import Callback, Run, run_training
 from aeon_trl.launch import distributed as dp
+from aeon_trl.launch.signals import PreemptionGuard, preemption_signal
 
 
 def param_digest(module: torch.nn.Module) -> str:
@@ -47,89 +48,6 @@ def param_digest(module: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-class PreemptionGuard:
-    """The job's handler for submitit's preemption signal, installed over submitit's own for the whole job.
-
-    - While ``holding`` (the training loop runs), the signal only sets ``pending``; ``deliver_pending()`` at the
-      end of an iteration hands it to submitit's handler (checkpoint(), scontrol requeue, exit).
-    - Elsewhere it goes to submitit's handler at once.
-    - Env worker processes must never act on it: SLURM signals every process of the job step, and a worker
-      forked from this process inherits the handler (with submitit's, a worker would call checkpoint() on its
-      stale copy of the job and requeue the job under the main process's feet: seen on the local cluster).
-      ``blind_children()`` blocks the signal in the main thread while envs create their workers: the signal
-      mask is inherited across fork and exec, so those workers never receive it (the main process still does,
-      through another thread or when the block ends). A worker forked at another time still inherits this handler, which ignores it outside the main PID.
-    """
-
-    def __init__(self, signum: int | None = None):
-        self.signum = signum if signum is not None else preemption_signal()
-        self.main_pid = os.getpid()
-        self.holding = False
-        self.pending = False
-        self._previous = None
-
-    def install(self) -> "PreemptionGuard":
-        previous = signal.getsignal(self.signum)
-        if callable(previous) and previous is not self._handle:  # submitit's; with none, nothing to guard
-            self._previous = previous
-            signal.signal(self.signum, self._handle)
-        return self
-
-    def uninstall(self) -> None:
-        if self._previous is not None and os.getpid() == self.main_pid:
-            signal.signal(self.signum, self._previous)
-            self._previous = None
-
-    def _handle(self, signum, frame) -> None:
-        if os.getpid() != self.main_pid:  # a forked env worker: the main process handles the signal
-            return
-        if self.holding:
-            self.pending = True
-            print(f"[aeon] caught {signal.Signals(signum).name}: checkpoint at the end of this iteration", flush=True)
-        else:
-            self._deliver()
-
-    def _deliver(self) -> None:
-        self.pending = False
-        if self._previous is None:
-            return
-        try:
-            self._previous(self.signum, None)
-        except subprocess.CalledProcessError as exc:
-            # submitit's `scontrol requeue` failed. At a real preemption SLURM requeues the job itself
-            # (PreemptMode=REQUEUE) and may already have: the checkpoint is on disk, so leave without a result
-            # file (an error pickle would tell the client the job failed while its requeued run goes on).
-            print(f"[aeon] {' '.join(map(str, exc.cmd))} failed ({exc.returncode}): SLURM is requeueing this "
-                  "job itself, or it cannot be requeued; exiting after the checkpoint", flush=True)
-            sys.exit(-1)
-
-    def deliver_pending(self) -> None:
-        if self.pending:
-            self._deliver()
-
-    @contextlib.contextmanager
-    def hold(self):
-        self.holding = True
-        try:
-            yield self
-        finally:
-            self.holding = False
-        self.deliver_pending()  # a signal held after the last iteration's callback: deliver it now
-
-    @contextlib.contextmanager
-    def blind_children(self):
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {self.signum})
-        try:
-            yield
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)  # a signal that came meanwhile is handled here
-
-
-def preemption_signal() -> int:
-    """The signal submitit checkpoints on (USR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise)."""
-    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -290,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     parser.add_argument("--config", help="YAML/JSON config file (replaces defaults + the env's preset)")
     parser.add_argument("--no-preset", action="store_true", help="ignore the env's shipped preset")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     cfg = Config.for_run(args.overrides, args.config, preset=not args.no_preset)[0]
     job = TrainJob(cfg, args.run_dir)
     if os.environ.get("SLURM_JOB_ID") and not os.environ.get("SUBMITIT_FOLDER"):

@@ -3,19 +3,19 @@ in the repository), validated before anything is submitted."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from aeon_trl._util import did_you_mean
+from aeon_trl.config import ConfigError, load_mapping
 
 DEFAULT_PROFILE = Path(__file__).parent / "profiles" / "local.yaml"
 
 
-class ProfileError(ValueError):
+class ProfileError(ConfigError):
     """A cluster profile or cluster option that cannot be submitted, with the fix in the message."""
 
 
@@ -44,12 +44,13 @@ class Profile:
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "Profile":
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise ProfileError(f"cluster profile {path} does not exist (profiles shipped: "
                                f"{', '.join(sorted(p.name for p in DEFAULT_PROFILE.parent.glob('*.yaml')))})")
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
-        if not isinstance(data, dict):
-            raise ProfileError(f"cluster profile {path} must be a mapping of fields, got {type(data).__name__}")
+        try:
+            data = load_mapping(path, "cluster profile")
+        except ConfigError as exc:
+            raise ProfileError(str(exc)) from None
         return cls.from_dict(data, source=str(path), overrides=overrides)
 
     @classmethod
@@ -60,9 +61,8 @@ class Profile:
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         for key in data:
             if key not in fields:
-                hint = difflib.get_close_matches(key, list(fields), n=1)
-                raise ProfileError(f"{source}: unknown field '{key}'." + (f" Did you mean '{hint[0]}'?" if hint else "")
-                                   + f" Fields: {', '.join(fields)}")
+                raise ProfileError(f"{source}: unknown field '{key}'.{did_you_mean(key, fields)} "
+                                   f"Fields: {', '.join(fields)}")
         missing = [k for k in required if k not in data]
         if missing:
             raise ProfileError(f"{source}: missing field(s) {', '.join(missing)}. Every profile sets all of "
@@ -126,6 +126,5 @@ class Profile:
                                "(locally: slurm/local_cluster.sh start; or submit with --local)")
         known = sorted(set(out.stdout.split()))
         if self.partition not in known:
-            hint = difflib.get_close_matches(self.partition, known, n=1)
-            raise ProfileError(f"unknown partition '{self.partition}'." + (f" Did you mean '{hint[0]}'?" if hint else "")
-                               + f" This cluster has: {', '.join(known)}")
+            raise ProfileError(f"unknown partition '{self.partition}'.{did_you_mean(self.partition, known)} "
+                               f"This cluster has: {', '.join(known)}")

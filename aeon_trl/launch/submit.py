@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from aeon_trl.driver import rank_config
+from aeon_trl.driver import rank_config, validate_run
 from aeon_trl.launch.job import TrainJob
 from aeon_trl.launch.profile import Profile, ProfileError
 
@@ -44,10 +44,12 @@ def make_executor(profile: Profile, log_dir: Path, local: bool):
 
 
 def submit(cfg, run_dir: Path, profile: Profile, seeds: list[int] | None = None, local: bool = False):
-    """Submit one job (or one array task per seed); returns ``[(seed, run_folder, job)]``."""
+    """Submit one job (or one array task per seed); returns ``[(seed, run_folder, job)]``. The config is
+    checked first as far as it can be without training (``validate_run``): a job must not fail at its start."""
     if not local:
         profile.check_partition()
     check_world(cfg, profile)
+    validate_run(cfg)
     run_dir = run_dir.resolve()
     jobs_in = [(seed, folder, TrainJob(cfg if seed is None else cfg.with_overrides([f"seed={seed}"]), folder))
                for seed, folder in run_folders(run_dir, seeds)]

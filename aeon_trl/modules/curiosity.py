@@ -9,7 +9,6 @@ them. ``CuriosityModule`` bundles them with the transform (intrinsic reward) and
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import torch

@@ -18,6 +18,8 @@ from torch.distributions import kl_divergence
 from torchrl.modules import IndependentNormal
 from torchrl.objectives import LossModule
 
+from aeon_trl import _compat
+
 LOSS_TYPES = ("kl", "mse")
 
 
@@ -68,7 +70,7 @@ class DistillationLoss(LossModule):
         else:
             per_sample = (loc - t_loc).pow(2).mean(-1)
         return TensorDict({
-            "loss_distill": self._reduce_loss(per_sample, tensordict),
+            "loss_distill": _compat.reduce_loss(self, per_sample, tensordict),
             "kl": kl.detach().mean(),
             "mean_abs_error": (loc - t_loc).detach().abs().mean(),
         }, batch_size=[])

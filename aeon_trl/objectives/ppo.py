@@ -8,10 +8,10 @@ entropy bonus, advantage normalization. This subclass overrides only what differ
 - ``forward``: adds ``loss_kl = kl_coef * KL`` (Schulman et al. 2017 sec. 4, adaptive-beta
   penalty) with the low-variance, non-negative k3 estimator ``(r - 1) - log r`` of KL(old || new),
   and reports that estimator as ``kl_approx``.
-- ``_reduce_loss``: every per-sample term (objective, critic, entropy, KL) is reduced with the
+- ``reduce_loss``: every per-sample term (objective, critic, entropy, KL) is reduced with the
   importance-sampling weights of prioritized minibatches when the input carries them
   (``"priority_weight"``, written by torchrl's replay buffers with a ``PrioritizedSampler``). torchrl 0.14's
-  ``_reduce_loss`` takes ``weights`` but ``ClipPPOLoss.forward`` never passes any; its weighted mean is
+  ``LossModule._reduce_loss`` takes ``weights`` but ``ClipPPOLoss.forward`` never passes any; its weighted mean is
   ``sum(w * l) / sum(w)``;
 - demonstrations (DAPG, Rajeswaran et al. 2018): rows flagged ``is_demo`` are split off before the
   PPO terms, which see agent rows only, and give ``loss_demo = demo_coef * mean(-log pi(a|s))``.
@@ -28,17 +28,16 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
-from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.utils import distance_loss
 
 from aeon_trl import _compat
 
 
-class AdvancedClipPPOLoss(ClipPPOLoss):
+class AdvancedClipPPOLoss(_compat.ClipPPOLossHooks):
     """Clipped PPO with critic-ensemble loss, adaptive-KL penalty and schedulable coefficients."""
 
     @dataclass
-    class _AcceptedKeys(ClipPPOLoss._AcceptedKeys):
+    class _AcceptedKeys(_compat.ClipPPOLossHooks.AcceptedKeys):
         """ClipPPOLoss's keys plus: the critic ensemble's per-head values (read for value clipping) and their
         std (a diagnostic the critic writes), the importance weights of prioritized minibatches (optional
         input), and the flag of demonstration rows (optional input)."""
@@ -64,22 +63,22 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
         self.register_buffer("demo_coef", torch.tensor(float(demo_coef)))
         self._kl_sink: list | None = None  # open only during _ppo_forward, see there
 
+    @classmethod
+    def from_config(cls, actor_network, critic_network, cfg) -> "AdvancedClipPPOLoss":
+        """The loss a run's ``Config`` describes: the PPO coefficients of ``cfg.ppo``, and the demo term weighted
+        by ``cfg.demo.demo_coef`` in every run (it is nonzero only on rows flagged ``is_demo``: the
+        demonstrations plugin's minibatches, which also decay it, or a ``DemonstrationBuffer.sample`` batch
+        given to ``Trainer.optimize_minibatch`` / ``AdvancedPPO.update_from_batch``)."""
+        p = cfg.ppo
+        return cls(actor_network, critic_network, clip_epsilon=p.clip_epsilon, clip_value=p.clip_value,
+                   entropy_coeff=p.entropy_coef, critic_coeff=p.critic_coef, kl_coef=p.kl_coef,
+                   demo_coef=cfg.demo.demo_coef, normalize_advantage=p.normalize_advantage, functional=False)
+
     # ---- keys -----------------------------------------------------------------------------------------
-    def _set_in_keys(self):
-        super()._set_in_keys()
+    def declare_in_keys(self) -> None:
         keys = self.tensor_keys
         read = [keys.advantage, keys.value_target] + ([keys.value_ensemble] if self.clip_value else [])
         self.in_keys = list(dict.fromkeys([*self.in_keys, *read]))
-
-    @property
-    def out_keys(self):
-        if self._out_keys is None:  # as ClipPPOLoss declares its own: built once, then select_out_keys may cut it
-            self._out_keys = [*super().out_keys, *self.extra_out_keys]
-        return self._out_keys
-
-    @out_keys.setter
-    def out_keys(self, values):
-        self._out_keys = values
 
     @property
     def minibatch_keys(self) -> list[NestedKey]:
@@ -91,13 +90,8 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
                                    keys.value_ensemble]))
 
     # ---- terms ----------------------------------------------------------------------------------------
-    def current_log_prob(self, tensordict: TensorDictBase) -> torch.Tensor:
-        """``log pi(a|s)`` of the current policy for the rows' actions."""
-        log_prob, _, _ = self._get_cur_log_prob(tensordict)
-        return log_prob
-
-    def _log_weight(self, tensordict, adv_shape):
-        log_weight, dist, kl_approx, log_is_weight = super()._log_weight(tensordict, adv_shape)
+    def log_weight(self, tensordict, adv_shape):
+        log_weight, dist, kl_approx, log_is_weight = super().log_weight(tensordict, adv_shape)
         if self._kl_sink is not None:
             self._kl_sink.append(torch.expm1(log_weight) - log_weight)  # k3 of KL(old || new), differentiable
         return log_weight, dist, kl_approx, log_is_weight
@@ -114,8 +108,8 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
         return td_out
 
     def _ppo_forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        # The penalty needs the differentiable log-ratio, which ClipPPOLoss.forward computes (in _log_weight)
-        # and keeps to itself: _log_weight hands it over through a sink open for this call only; it leaves in
+        # The penalty needs the differentiable log-ratio, which ClipPPOLoss.forward computes (in log_weight)
+        # and keeps to itself: log_weight hands it over through a sink open for this call only; it leaves in
         # the output TensorDict, as loss_kl and kl_approx.
         self._kl_sink = sink = []
         try:
@@ -124,7 +118,7 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
             self._kl_sink = None
         (kl,) = sink
         td_out.set("kl_approx", kl.detach().mean())
-        td_out.set("loss_kl", self._reduce_loss(self.kl_coef * kl, tensordict).squeeze(-1))
+        td_out.set("loss_kl", self.reduce_loss(self.kl_coef * kl, tensordict).squeeze(-1))
         return td_out
 
     def demo_nll(self, demos: TensorDictBase) -> torch.Tensor:
@@ -133,19 +127,19 @@ class AdvancedClipPPOLoss(ClipPPOLoss):
             return torch.zeros((), device=self.demo_coef.device)
         return -self.current_log_prob(demos).mean()
 
-    def _reduce_loss(self, loss: torch.Tensor, tensordict: TensorDictBase | None = None, *,
+    def reduce_loss(self, loss: torch.Tensor, tensordict: TensorDictBase | None = None, *,
                      weights: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         if weights is None and tensordict is not None and loss.ndim:
             weights = tensordict.get(self.tensor_keys.priority_weight, None)
             if weights is not None:
                 weights = weights.reshape(weights.shape[:1] + (1,) * (loss.ndim - 1)).expand_as(loss).to(loss)
-        return super()._reduce_loss(loss, tensordict, weights=weights, **kwargs)
+        return super().reduce_loss(loss, tensordict, weights=weights, **kwargs)
 
     def critic_only(self, tensordict: TensorDictBase) -> TensorDictBase:
         """The critic's loss alone and unclipped (``critic_warmup``: fitting a fresh critic to a pre-trained
         policy before PPO moves it; the value clip would hold the critic near its random initial values)."""
         loss, _, explained_variance = self._critic_loss(tensordict, clip=False)
-        return TensorDict({"loss_critic": self._reduce_loss(loss, tensordict).squeeze(-1),
+        return TensorDict({"loss_critic": self.reduce_loss(loss, tensordict).squeeze(-1),
                            "explained_variance": explained_variance})
 
     def loss_critic(self, tensordict: TensorDictBase):

@@ -59,8 +59,9 @@ class Demonstrations(Plugin):
         return {}
 
     def sample_minibatch(self) -> TensorDictBase:
+        # exact=False: a short minibatch at the end of the sampler's epoch, as these runs have always drawn
         return self.demos.sample(self.trainer.cfg.train.minibatch_size, self.trainer.buffer, self.cfg.demo_ratio,
-                                 is_demo_key=self.trainer.loss.tensor_keys.is_demo)
+                                 is_demo_key=self.trainer.loss.tensor_keys.is_demo, exact=False)
 
     def load_state_dict(self, state: dict) -> None:
         if self.cfg.demo_freeze_obs_stats and self.trainer.iteration > 0:

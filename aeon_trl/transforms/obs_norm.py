@@ -35,18 +35,18 @@ def vecnorm_scale(loc: torch.Tensor, var: torch.Tensor, eps: float) -> torch.Ten
     return (var - loc.pow(2)).sqrt().clamp_min(eps)
 
 
-class SafeVecNorm(VecNormV2):
+class SafeVecNorm(_compat.VecNormHooks):
     """``VecNormV2`` whose stored second moment never drops below the squared mean."""
 
     def _fast(self) -> bool:
         return self.decay == 1.0 and self.reduce_batch_dims and \
             list(self.out_keys[:len(self.in_keys)]) == list(self.in_keys)
 
-    def _stateful_update(self, data: TensorDictBase) -> None:
+    def update_statistics(self, data: TensorDictBase) -> None:
         if self.frozen:
             return
         if not (self._fast() and data.ndim):
-            super()._stateful_update(data)
+            super().update_statistics(data)
             keys = data.keys(True, True)
             locs, variances, _ = _compat.vecnorm_moments(self)
         else:  # VecNormV2's reduce_batch_dims update with decay 1: a running mean over every batch element
@@ -66,9 +66,9 @@ class SafeVecNorm(VecNormV2):
             var = variances.get(key)
             torch.maximum(var, locs.get(key).pow(2), out=var)
 
-    def _stateful_norm(self, data: TensorDictBase) -> TensorDictBase:
+    def normalize(self, data: TensorDictBase) -> TensorDictBase:
         if not self._fast():
-            return super()._stateful_norm(data)
+            return super().normalize(data)
         out = data.empty()
         locs, variances, _ = _compat.vecnorm_moments(self)
         for key in data.keys(True, True):

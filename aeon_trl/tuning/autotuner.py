@@ -10,12 +10,13 @@ schedule states).
 
 Trials run in local worker processes (spawn) by default, in this process (``executor="inline"``), or on any
 executor with ``submit(fn, arg)`` -> future (``done()``, ``result()``): a submitit ``AutoExecutor`` turns each
-generation into one SLURM job array (``pipelines/tune.py --profile``). The tuner state (members,
+generation into one SLURM job array (``aeon-tune --profile``). The tuner state (members,
 hyperparameters, scores, RNG, generation) is written atomically after every finished member and every
 generation; ``run`` resumes from it without retraining finished members.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import multiprocessing
@@ -26,13 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import cloudpickle
+import gymnasium as gym
 import numpy as np
+from torchrl.envs import EnvBase
 
 from aeon_trl.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from aeon_trl.config import Config
 from aeon_trl.checkpoint import BOOKKEEPING_KEYS, config_differences
 from aeon_trl.trainer import NonFiniteError, Trainer
 from aeon_trl.tuning.space import TuningConfig, TuningError
+from aeon_trl.user_env import EvalEnvFn, adopt_env
 
 STATE = "tuner_state.json"
 BEST = "best.yaml"
@@ -53,6 +58,56 @@ def reapply_hyperparameters(trainer, saved_config: Mapping[str, Any]) -> list[st
     return trainer.apply_hparams(trainer.cfg, changed)
 
 
+class EnvFactory:
+    """The user's ``env_factory`` as every trial calls it. ``factory()`` (the seed's form) returns a gymnasium env or a
+    TorchRL env, taken as ``AdvancedPPO(env)`` takes one: the base of the member's env stack. ``factory(cfg)`` gets
+    the member's config and returns its training env stack (``make_env(cfg, base_env=...)``), or a gymnasium env,
+    taken as above. Pickled with cloudpickle, so a lambda reaches spawn workers and SLURM jobs."""
+
+    def __init__(self, factory: Callable[..., Any]):
+        self.factory = factory
+        self.takes_config = _required_positional(factory) >= 1
+
+    def __call__(self, cfg: Config) -> Any:
+        return self.factory(cfg) if self.takes_config else self.factory()
+
+    def adopt(self, config: Config | Mapping[str, Any]) -> Config:
+        """The base config with the keys the factory's env fixes (``num_envs``, ``env_id``; see ``adopt_env``),
+        from one env built and closed here."""
+        env = self(config if isinstance(config, Config) else Config.from_dict(config))
+        try:
+            return adopt_env(env, config)[0] if self._is_base(env) else \
+                (config if isinstance(config, Config) else Config.from_dict(config))
+        finally:
+            env.close()
+
+    def training_env(self, cfg: Config) -> tuple[EnvBase, EvalEnvFn | None]:
+        """The member's training env and its eval-env factory (None: the default, from ``env_id``)."""
+        env = self(cfg)
+        if not self._is_base(env):
+            return env, None
+        from aeon_trl.envs import make_env
+        cfg, base, make_eval = adopt_env(env, cfg)
+        return make_env(cfg, base_env=base), make_eval
+
+    def _is_base(self, env: Any) -> bool:
+        return isinstance(env, gym.Env) or not self.takes_config
+
+    def __getstate__(self) -> dict:
+        return {"factory": cloudpickle.dumps(self.factory), "takes_config": self.takes_config}
+
+    def __setstate__(self, state: dict) -> None:
+        self.factory, self.takes_config = cloudpickle.loads(state["factory"]), state["takes_config"]
+
+
+def _required_positional(fn: Callable) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: the documented one-argument form
+        return 1
+    return sum(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
 @dataclass
 class Trial:
     """One member's training for one generation (a picklable job for a worker process or a SLURM task)."""
@@ -67,13 +122,19 @@ class Trial:
     metric: str
     eval_episodes: int
     eval_seed: int
-    env_factory: Callable[[Config], Any] | None = None
+    env_factory: EnvFactory | Callable[..., Any] | None = None
 
 
 def run_trial(trial: Trial) -> dict:
-    """Train one member for one generation; returns its metrics (``score`` None when training diverged)."""
+    """Train one member for one generation; returns its metrics (``score`` None when training diverged).
+    ``100_episode_return``: the mean return of the member's last 100 training episodes (its lineage's, across
+    generations and exploits: they travel in the checkpoint)."""
     cfg = Config.from_dict(trial.config)
-    trainer = Trainer(cfg, env=trial.env_factory(cfg) if trial.env_factory else None)
+    env = make_eval = None
+    if trial.env_factory is not None:
+        factory = trial.env_factory if isinstance(trial.env_factory, EnvFactory) else EnvFactory(trial.env_factory)
+        env, make_eval = factory.training_env(cfg)
+    trainer = Trainer(cfg, env=env, eval_env_fn=make_eval)
     start = time.perf_counter()
     changed: list[str] = []
     try:
@@ -105,19 +166,36 @@ def run_trial(trial: Trial) -> dict:
 class AutoTuner:
     """Population-based training over a base config; ``run(generations)`` returns the best member's config.
 
-    ``base_config``: a ``Config`` or a dict of config keys. ``tuning_config``: a ``TuningConfig`` or its dict
-    (``population_size``, ``mutation_rate``, ``metric``, ``parameters``, ``eval_timesteps``, ...).
-    ``env_factory(cfg)`` builds each member's training env (default: from the config). ``executor``: None
-    (local spawn processes), ``"inline"`` (this process), or a submitit / concurrent.futures executor.
+    ``base_config``: a ``Config`` or a dict of config keys (default: the defaults). ``tuning_config`` (or ``config=``,
+    the seed's name): a ``TuningConfig`` or its dict (``population_size``, ``mutation_rate``, ``metric``,
+    ``parameters``, ``eval_timesteps``, ...). ``env_factory``: each member's env (default: from the config's
+    ``env_id``), either ``env_factory()`` returning a gymnasium or TorchRL env as ``AdvancedPPO`` takes one (a
+    gymnasium env trains alone: ``num_envs=1``, ``env_id`` from its spec), or ``env_factory(cfg)`` returning the
+    member's training env stack (see ``EnvFactory``). ``executor``: None (local spawn processes), ``"inline"``
+    (this process), or a submitit / concurrent.futures executor.
+
+        AutoTuner(env_factory=lambda: gym.make("HalfCheetah-v5"),
+                  config={"parameters": {"clip_range": (0.1, 0.3), "lr": (1e-5, 1e-3)}, "population_size": 8,
+                          "mutation_rate": 0.25, "metric": "100_episode_return", "eval_timesteps": 100_000})
     """
 
-    def __init__(self, base_config: Config | Mapping[str, Any], tuning_config: TuningConfig | Mapping[str, Any],
-                 env_factory: Callable[[Config], Any] | None = None, *, tune_dir: str | Path = "runs/tune",
-                 executor: Any = None, log: Callable[[str], None] | None = print):
-        self.base = base_config if isinstance(base_config, Config) else Config.from_dict(base_config)
+    def __init__(self, base_config: Config | Mapping[str, Any] | None = None,
+                 tuning_config: TuningConfig | Mapping[str, Any] | None = None,
+                 env_factory: Callable[..., Any] | None = None, *, config: TuningConfig | Mapping[str, Any] | None = None,
+                 tune_dir: str | Path = "runs/tune", executor: Any = None, log: Callable[[str], None] | None = print):
+        if (tuning_config is None) == (config is None):
+            raise TuningError("give the tuning config once: AutoTuner(base_config, tuning_config) or "
+                              "AutoTuner(config={...}) (config= is the seed's name for the tuning config)"
+                              if config is not None else "AutoTuner needs a tuning config: config={'parameters': "
+                              "{...}, 'population_size': .., 'mutation_rate': .., 'metric': .., 'eval_timesteps': ..}")
+        tuning_config = tuning_config if config is None else config
+        self.env_factory = EnvFactory(env_factory) if env_factory is not None else None
+        base_config = base_config if base_config is not None else {}
+        # the keys a user's env fixes (a gymnasium env: num_envs=1, its env_id) are part of every member's config
+        self.base = self.env_factory.adopt(base_config) if self.env_factory is not None else \
+            base_config if isinstance(base_config, Config) else Config.from_dict(base_config)
         self.tuning = tuning_config if isinstance(tuning_config, TuningConfig) else \
             TuningConfig.from_dict(tuning_config, self.base)
-        self.env_factory = env_factory
         self.dir = Path(tune_dir)
         self.executor = executor
         self.log = log or (lambda _msg: None)

@@ -3,12 +3,13 @@
 A parameter is a config key (flat name or alias, e.g. ``lr``, ``clip_range``) with a range:
 ``{low: 1e-4, high: 3e-3, log: true}`` (log-scale float), ``{low: 0.9, high: 1.0}`` (float, or int when the
 config field is an int), ``{type: int, low: 4, high: 15}``, or a list of values / ``{values: [...]}`` (choice).
+In Python, a tuple ``(low, high)`` is a range (the seed's ``'clip_range': (0.1, 0.3)``), on a log scale for the
+scale-like keys of ``LOG_KEYS`` when ``high / low >= 10``; a list stays a choice (YAML has no tuples).
 Every bound and value is checked against the config's own validation before any training starts.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from aeon_trl._util import did_you_mean
 from aeon_trl.config import Config, ConfigError, _canonical, _leaf_owner
 
 
@@ -49,6 +51,11 @@ REFUSED = {
     "seed": "the tuner sets the seeds",
 }
 
+# Keys whose tuple ranges spanning a factor of 10 or more are drawn on a log scale (a step size or a small epsilon:
+# a uniform draw in (1e-5, 1e-3) would almost never try the lower decade).
+LOG_KEYS = frozenset({"lr", "min_lr", "max_lr", "wd", "adam_eps", "kl_target", "kl_coef", "entropy_coef",
+                      "entropy_coef_end"})
+
 METRICS = ("100_episode_return", "eval_return")
 KINDS = ("float", "log", "int", "choice")
 
@@ -77,8 +84,10 @@ class ParamSpec:
             raise TuningError(f"tuning parameter '{name}' is bookkeeping, not a hyperparameter. "
                               f"Tunable keys: {', '.join(sorted(TUNABLE))}")
         default = getattr(getattr(base, owner[name]), name)
-        if isinstance(spec, (list, tuple)):
-            spec = {"values": list(spec)}
+        if isinstance(spec, tuple):
+            spec = _tuple_range(name, spec)
+        if isinstance(spec, list):
+            spec = {"values": spec}
         if not isinstance(spec, Mapping):
             raise TuningError(f"tuning parameter '{name}': expected a range {{low: .., high: .., log: true}} or a "
                               f"list of values, got {spec!r}")
@@ -196,9 +205,7 @@ class TuningConfig:
         fields = [f.name for f in dataclasses.fields(cls)]
         for key in data:
             if key not in fields:
-                hint = difflib.get_close_matches(key, fields, n=1)
-                raise TuningError(f"unknown tuning key '{key}'." + (f" Did you mean '{hint[0]}'?" if hint else "")
-                                  + f" Keys: {', '.join(fields)}")
+                raise TuningError(f"unknown tuning key '{key}'.{did_you_mean(key, fields)} Keys: {', '.join(fields)}")
         missing = [k for k in cls.REQUIRED if k not in data]
         if missing:
             raise TuningError(f"tuning config is missing {', '.join(missing)} (required: {', '.join(cls.REQUIRED)})")
@@ -247,6 +254,16 @@ class TuningConfig:
         out["parameters"] = {n: ({"values": list(p.values)} if p.kind == "choice" else
                                  {"type": p.kind, "low": p.low, "high": p.high}) for n, p in self.parameters.items()}
         return out
+
+
+def _tuple_range(name: str, spec: tuple) -> dict:
+    """``(low, high)`` as a range spec; log scale for ``LOG_KEYS`` spanning a factor of 10 or more."""
+    if len(spec) != 2:
+        raise TuningError(f"tuning parameter '{name}': a tuple is a range (low, high), got {spec!r}; give a list "
+                          "for a choice of values")
+    low, high = spec
+    log = name in LOG_KEYS and all(isinstance(v, (int, float)) and v > 0 for v in spec) and high >= 10 * low
+    return {"low": low, "high": high, **({"log": True} if log else {})}
 
 
 def _is_int(x: Any) -> bool:
