@@ -149,12 +149,15 @@ def write_videos(evaluation: Evaluation, out_dir: str | Path, mp4: bool = True, 
 
 
 def record_video(agent: Agent, out_dir: str | Path, seed: int | None = None, deterministic: bool = True,
-                 gif: bool = False, size: tuple[int, int] = DEFAULT_SIZE, stem: str = "video") -> Evaluation:
-    """One rendered evaluation episode written as ``<out_dir>/<stem>-0.mp4`` (and ``.gif``): the video of a run.
+                 gif: bool = False, size: tuple[int, int] = DEFAULT_SIZE, stem: str = "eval") -> Evaluation:
+    """One rendered evaluation episode (aeon-eval's first) written as ``<out_dir>/<stem>.mp4`` (and ``.gif``): the
+    video of a run (the training driver's ``eval.mp4``).
 
     Returns the evaluation (its ``frames`` for TensorBoard, ``render_message`` when nothing could be rendered)."""
     evaluation = evaluate_agent(agent, 1, deterministic, seed, render_episodes=1, size=size)
-    write_videos(evaluation, out_dir, gif=gif, stem=stem)
+    for frames in evaluation.frames:
+        for suffix in (".mp4",) + ((".gif",) if gif else ()):
+            render.write_video(frames, Path(out_dir) / f"{stem}{suffix}", evaluation.fps)
     return evaluation
 
 

@@ -18,9 +18,9 @@ from aeon_trl.checkpoint import atomic_write
 from aeon_trl.config import Config
 
 LOGS = "logs"  # the loggers' experiment name
-LOGGED = ("train_return", "episode_return", "steps_per_second", "collect_fps", "loss_objective", "loss_critic", "loss_entropy",
-          "eval_return", "loss_kl", "kl_approx", "clip_fraction", "entropy", "explained_variance", "lr", "clip_epsilon",
-          "kl_coef", "entropy_coef", "value_std", "epochs_run", "loss_demo", "demo_coef",
+LOGGED = ("train_return", "episode_return", "eval_return", "steps_per_second", "collect_fps", "loss_objective",
+          "loss_critic", "loss_entropy", "loss_kl", "kl_approx", "clip_fraction", "entropy", "explained_variance", "lr",
+          "clip_epsilon", "kl_coef", "entropy_coef", "value_std", "epochs_run", "loss_demo", "demo_coef",
           # with curiosity=true: the two per-step reward parts (normalized), the ICM losses, the coefficient
           "reward_extrinsic", "reward_intrinsic", "loss_forward", "loss_inverse", "curiosity_coef",
           # dynamic batch sizing and the curriculum

@@ -13,7 +13,10 @@ evaluation on the lean path (``PeriodicEvaluator``) against ``Trainer.evaluate``
 2. One evaluation: in one process, a trainer after a few iterations (normalization statistics, a policy that
    moves), ``Trainer.evaluate(n)`` and the lean ``PeriodicEvaluator`` (``n`` episodes) alternately, ``--repeats``
    times each; medians, and the two paths' returns (other starts of the same distribution: Welch's t of the
-   difference of the means).
+   difference of the means). Then, on HalfCheetah-v5, a shared host's estimate: 3 training iterations and one
+   periodic evaluation (``Trainer.periodic_evaluate``, the default episodes) alternately, ``--repeats`` * 3
+   times; 20 such evaluations' share of a 1M-step run at the chunks' median steps/s. A load that comes and goes
+   hits both sides of each alternation alike, where separate runs (part 1) may catch it on one side only.
 
 Writes benchmarks/eval_cost.json and sections/eval_cost.md, then regenerates RESULTS.md.
 """
@@ -89,9 +92,29 @@ def one_evaluation(env_id: str, episodes: list[int], repeats: int, iterations: i
             print(f"  {env_id}, {n} episodes: Trainer.evaluate {medians['Trainer.evaluate']:.2f} s "
                   f"(return {np.mean(old):.1f}), PeriodicEvaluator {medians['PeriodicEvaluator']:.2f} s "
                   f"(return {np.mean(new):.1f})", flush=True)
+        estimate = share_estimate(trainer, 3 * repeats) if env_id == ENV else None
     finally:
         trainer.close()
-    return {"iterations_trained": iterations, "rows": rows}
+    return {"iterations_trained": iterations, "rows": rows, "estimate": estimate}
+
+
+def share_estimate(trainer, alternations: int, iterations: int = 3) -> dict:
+    """20 periodic evaluations' share of a default 1M-step run, from alternating training chunks and evaluations."""
+    steps_per_second, seconds = [], []
+    for _ in range(alternations):
+        t = time.perf_counter()
+        trainer.train(trainer.frames + iterations * trainer.cfg.frames_per_batch)
+        steps_per_second.append(iterations * trainer.cfg.frames_per_batch / (time.perf_counter() - t))
+        t = time.perf_counter()
+        trainer.periodic_evaluate()
+        seconds.append(time.perf_counter() - t)
+    sps, evaluation = statistics.median(steps_per_second), statistics.median(seconds)
+    share = 20 * evaluation / (DEFAULT_TIMESTEPS / sps + 20 * evaluation)
+    print(f"  estimate: training {sps:.0f} steps/s, one periodic evaluation {evaluation:.3f} s -> 20 of them are "
+          f"{100 * share:.1f}% of a 1M-step run", flush=True)
+    return {"episodes": trainer.cfg.train.eval_every_episodes, "steps_per_second": steps_per_second,
+            "evaluation_seconds": seconds, "median_steps_per_second": sps, "median_evaluation_seconds": evaluation,
+            "share": share}
 
 
 def section(data: dict) -> str:
@@ -119,13 +142,19 @@ def section(data: dict) -> str:
               f"{len(per_eval['rows'][0]['seconds']['Trainer.evaluate'])} alternating calls: `Trainer.evaluate` (a "
               "TorchRL env stack built per call, rolled out for the whole episode limit) against the lean "
               "`PeriodicEvaluator` (plain envpool / gymnasium envs and tensors) that periodic evaluations use.", "",
-              "| env | episodes | Trainer.evaluate (s) | PeriodicEvaluator (s) | speed-up | mean return (Trainer.evaluate "
-              "/ PeriodicEvaluator) | Welch t |", "|---|---|---|---|---|---|---|"]
+              "| env | episodes | Trainer.evaluate (s) | PeriodicEvaluator (s) | speed-up "
+              "| mean return (Trainer.evaluate / PeriodicEvaluator) | Welch t |", "|---|---|---|---|---|---|---|"]
     for r in per_eval["rows"]:
         m, mean, t = r["median_seconds"], r["mean"], r["welch_t"]
         lines.append(f"| {r['env']} | {r['episodes']} | {m['Trainer.evaluate']:.2f} | {m['PeriodicEvaluator']:.2f} | "
                      f"{r['speedup']:.1f}x | {mean['Trainer.evaluate']:.1f} / {mean['PeriodicEvaluator']:.1f} | "
                      f"{'n/a' if t is None else format(t, '.2f')} |")
+    est = per_eval.get("estimate")
+    if est:
+        lines += ["", f"Shared-host estimate ({ENV}, one process, {len(est['evaluation_seconds'])} alternations of 3 "
+                  f"training iterations and one periodic evaluation of {est['episodes']} episode(s)): training "
+                  f"{est['median_steps_per_second']:,.0f} steps/s, one evaluation {est['median_evaluation_seconds']:.3f} "
+                  f"s, so 20 evaluations are **{100 * est['share']:.1f}%** of a 1M-step run's time."]
     lines += ["", "The two paths play other starts of the same distribution (envpool's RNG or TorchRL's seeding for "
               "`Trainer.evaluate`, gymnasium's `reset(seed=s + i)` for the lean one, as aeon-eval); |t| < 2: the same "
               "mean at the 5% level."]
@@ -142,10 +171,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     command = "python -m benchmarks.bench_eval_cost " + " ".join(argv if argv is not None else sys.argv[1:])
     load = f"load average {open('/proc/loadavg').read().split()[0]} at the start"
-    per_eval = {"iterations_trained": 60, "rows": []}
+    per_eval = {"iterations_trained": 60, "rows": [], "estimate": None}
     for env_id in args.eval_envs:
         part = one_evaluation(env_id, args.episodes, args.repeats)
         per_eval["rows"] += part["rows"]
+        per_eval["estimate"] = per_eval["estimate"] or part["estimate"]
     sps = steps_per_second(args.timesteps, args.repeats)
     print(f"  steps/s: {sps['median_steps_per_second']}, drop {100 * sps['drop']:.1f}%", flush=True)
     data = {"command": command.strip(), "machine": machine(), "date": time.strftime("%Y-%m-%d"), "load": load,

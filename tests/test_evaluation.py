@@ -84,7 +84,7 @@ def test_stochastic_evaluation_is_seeded(agent):
 def test_record_video_for_the_driver(agent, tmp_path):
     evaluation = record_video(agent, tmp_path, seed=0, size=(64, 64))
     assert evaluation.render_message == ""
-    assert render.count_frames(tmp_path / "video-0.mp4") == evaluation.lengths[0] == len(evaluation.frames[0])
+    assert render.count_frames(tmp_path / "eval.mp4") == evaluation.lengths[0] == len(evaluation.frames[0])
 
 
 def test_no_renderer_still_writes_the_json(run_dir, tmp_path, monkeypatch):
