@@ -58,7 +58,7 @@ def learning_curve_figure(history: Sequence[dict], title: str, final_eval: float
     if len(frames):
         ax.plot(frames, returns, color="C0", lw=1.2, label=TRAIN_LABEL)
         if len(finished[0]):
-            ax.plot(*finished, color="C0", lw=0.8, ls=":", alpha=0.7, label=FINISHED_LABEL)
+            ax.plot(*finished, color="C0", lw=1.0, ls="--", alpha=0.6, drawstyle="steps-post", label=FINISHED_LABEL)
     else:
         ax.plot(*finished, color="C0", lw=1.2, label=FINISHED_LABEL)
     eval_frames, evals = series(history, "eval_return")

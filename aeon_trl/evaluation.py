@@ -133,9 +133,26 @@ def _make_env(gym, env_id: str, limit: int, size: tuple[int, int] | None):
     if size is None:
         return gym.make(env_id, max_episode_steps=limit)
     try:  # MuJoCo envs take the frame size; others (classic control) render at their own size
-        return gym.make(env_id, max_episode_steps=limit, render_mode="rgb_array", width=size[0], height=size[1])
+        env = gym.make(env_id, max_episode_steps=limit, render_mode="rgb_array", width=size[0], height=size[1])
     except TypeError:
         return gym.make(env_id, max_episode_steps=limit, render_mode="rgb_array")
+    _follow_the_body(env)
+    return env
+
+
+def _follow_the_body(env) -> None:
+    """Make a MuJoCo env's free camera track its body (``trackbodyid``, default the root body 1). gymnasium's
+    v5 renderer sets the free camera's type back to "free" on every frame (``camera_id=-1``), so its
+    ``trackbodyid`` is never used: HalfCheetah-v5's camera stays put and a trained cheetah leaves the frame within
+    a second. With ``camera_id=None`` the renderer keeps the camera type its config sets, here "tracking"."""
+    renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+    if renderer is None or getattr(renderer, "camera_id", None) != -1:
+        return  # not MuJoCo, or the env films through a camera of its model (a fixed camera)
+    import mujoco
+    config = dict(renderer.default_cam_config or {})
+    config.setdefault("trackbodyid", 1)
+    config["type"] = mujoco.mjtCamera.mjCAMERA_TRACKING
+    renderer.default_cam_config, renderer.camera_id = config, None
 
 
 def write_videos(evaluation: Evaluation, out_dir: str | Path, mp4: bool = True, gif: bool = False,

@@ -202,3 +202,19 @@ def test_periodic_evaluator_draws_nothing_from_the_global_generators():
         assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), numpy_state))
     finally:
         trainer.close()
+
+
+def test_videos_follow_the_body():
+    """gymnasium's v5 renderer resets its free camera to "free" every frame: HalfCheetah-v5's never moves and a
+    running cheetah leaves the frame. The rendering env's camera tracks the root body instead."""
+    import mujoco
+
+    from aeon_trl.evaluation import _make_env
+    env = _make_env(gym, "HalfCheetah-v5", 1000, (32, 32))
+    try:
+        renderer = env.unwrapped.mujoco_renderer
+        assert renderer.camera_id is None and renderer.default_cam_config["trackbodyid"] == 1
+        assert renderer.default_cam_config["type"] == mujoco.mjtCamera.mjCAMERA_TRACKING
+        assert renderer.default_cam_config["distance"] == 4.0  # the env's own settings are kept
+    finally:
+        env.close()
