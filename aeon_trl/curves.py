@@ -71,7 +71,7 @@ def learning_curve_figure(history: Sequence[dict], title: str, final_eval: float
     ax.set_ylabel("return")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)  # "best": a fixed corner hid the finished episodes behind the legend
     mapping = wall_time_mapping(history)
     if mapping is not None:
         to_time, to_frames, unit = mapping
