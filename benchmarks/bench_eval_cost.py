@@ -125,7 +125,7 @@ def section(data: dict) -> str:
              f"- command: `{data['command']}`", f"- machine: {data['machine']}", f"- date: {data['date']}",
              f"- load: {data['load']}", "",
              f"The default {ENV} run with its default periodic evaluation ({sps['episodes_per_evaluation']} "
-             f"deterministic episodes every {sps['eval_every']} iterations: 20 evaluations over the default 1M steps) "
+             f"deterministic episode(s) every {sps['eval_every']} iterations: 20 evaluations over the default 1M steps) "
              f"and without it, {sps['timesteps']:,} steps"
              + ("" if sps["timesteps"] == DEFAULT_TIMESTEPS else
                 f" (the default run's interval kept: {evals[0] if len(evals) == 1 else evals} evaluations, as dense "
@@ -141,7 +141,8 @@ def section(data: dict) -> str:
               f"One evaluation, after {per_eval['iterations_trained']} training iterations, medians of "
               f"{len(per_eval['rows'][0]['seconds']['Trainer.evaluate'])} alternating calls: `Trainer.evaluate` (a "
               "TorchRL env stack built per call, rolled out for the whole episode limit) against the lean "
-              "`PeriodicEvaluator` (plain envpool / gymnasium envs and tensors) that periodic evaluations use.", "",
+              "`PeriodicEvaluator` (gymnasium envs and arrays in the training process) that periodic evaluations "
+              "use.", "",
               "| env | episodes | Trainer.evaluate (s) | PeriodicEvaluator (s) | speed-up "
               "| mean return (Trainer.evaluate / PeriodicEvaluator) | Welch t |", "|---|---|---|---|---|---|---|"]
     for r in per_eval["rows"]:
@@ -178,6 +179,7 @@ def main(argv=None) -> int:
         per_eval["estimate"] = per_eval["estimate"] or part["estimate"]
     sps = steps_per_second(args.timesteps, args.repeats)
     print(f"  steps/s: {sps['median_steps_per_second']}, drop {100 * sps['drop']:.1f}%", flush=True)
+    load += f", {open('/proc/loadavg').read().split()[0]} at the end (2 cores: above ~1, other work shared them)"
     data = {"command": command.strip(), "machine": machine(), "date": time.strftime("%Y-%m-%d"), "load": load,
             "steps_per_second": sps, "one_evaluation": per_eval}
     (OUT / "eval_cost.json").write_text(json.dumps(data, indent=2))
