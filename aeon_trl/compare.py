@@ -23,8 +23,8 @@ from aeon_trl.curves import plot_bands
 # Bookkeeping keys that say where and how a run was recorded, not what was trained: runs differing only in these
 # (and the seed) are seeds of one configuration.
 # Leaf names, or "section.leaf" to name one section's.
-NOT_COMPARED = ("seed", "run_dir", "progress", "logger", "checkpoint_every", "eval_every", "eval_episodes", "device",
-                "torch_threads", "env_threads")
+NOT_COMPARED = ("seed", "run_dir", "progress", "logger", "checkpoint_every", "eval_every", "eval_episodes",
+                "eval_every_episodes", "video", "device", "torch_threads", "env_threads")
 RUN_FILES = ("history.json", "results.json", "config.yaml")
 
 

@@ -110,8 +110,16 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     torch_threads: int = 1
-    eval_episodes: int = 10
-    eval_every: int = 0  # iterations between deterministic evaluations during training (eval_return); 0 = final only
+    eval_episodes: int = 10  # episodes of the final deterministic evaluation; 0 = no evaluation at all
+    # iterations between deterministic evaluations during training (eval_return); -1 = auto, at least 20 per run;
+    # 0 = the final evaluation only
+    eval_every: int = -1
+    # episodes of each evaluation during training: one (the same start every time), so that the default run's 20
+    # cost <= 5% of its steps/s (benchmarks/RESULTS.md: two came close to 5%)
+    eval_every_episodes: int = 1
+    # film one deterministic episode after the final evaluation into the run folder as eval.mp4 (needs an
+    # OpenGL renderer: docs/evaluation.md)
+    video: bool = True
     checkpoint_every: int = 50  # iterations between checkpoints; 0 = only at the end
     logger: str = "csv"
     run_dir: str = "runs"
@@ -377,7 +385,8 @@ class Config:
                "must be 'auto', 'cpu' or 'cuda[:N]'")
         _check(t.torch_threads >= 0, "torch_threads", t.torch_threads, "must be >= 0 (0 = torch's default)")
         _check(t.eval_episodes >= 0, "eval_episodes", t.eval_episodes, "must be >= 0")
-        _check(t.eval_every >= 0, "eval_every", t.eval_every, "must be >= 0 (0 = only the final evaluation)")
+        _check(t.eval_every >= -1, "eval_every", t.eval_every, "must be >= -1")
+        _check(t.eval_every_episodes >= 1, "eval_every_episodes", t.eval_every_episodes, "must be >= 1")
         _check(t.checkpoint_every >= 0, "checkpoint_every", t.checkpoint_every, "must be >= 0")
         _check(c.curiosity_coef >= 0, "curiosity_coef", c.curiosity_coef, "must be >= 0; 0.01-1 is usual")
         _check(c.curiosity_eta > 0, "curiosity_eta", c.curiosity_eta, "must be > 0")

@@ -1,8 +1,10 @@
 """Learning-curve figures: one run's PNG (``learning_curve.png``) and several runs' mean +/- std bands (aeon-compare).
 
-History rows are the trainer's per-iteration metrics: ``frames``, ``episode_return`` (mean of the last finished
-training episodes: the stochastic policy, with exploration), ``eval_return`` on the rows where a periodic
-deterministic evaluation ran, and ``wall_time`` (seconds since the run started, resumed runs included).
+History rows are the trainer's per-iteration metrics: ``frames``, ``train_return`` (the stochastic training
+policy's return per episode at each batch's reward rate, running episodes included: ``Trainer.train_return``),
+``episode_return`` (mean of the last 20 finished training episodes), ``eval_return`` on the rows where a periodic
+deterministic evaluation ran, and ``wall_time`` (seconds since the run started, resumed runs included). Histories
+written before ``train_return`` existed plot ``episode_return`` as the training curve.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-TRAIN_LABEL = "training return (stochastic policy, last 20 episodes)"
+TRAIN_LABEL = "training return (stochastic policy, per iteration)"
+FINISHED_LABEL = "training return, finished episodes (last 20)"
 EVAL_LABEL = "evaluation return (deterministic policy)"
 
 
@@ -29,6 +32,12 @@ def series(history: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(frames, dtype=float), np.asarray(values, dtype=float)
 
 
+def training_series(history: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """The training curve: ``train_return`` (every iteration), or ``episode_return`` for older histories."""
+    frames, values = series(history, "train_return")
+    return (frames, values) if len(frames) else series(history, "episode_return")
+
+
 def plot_learning_curve(history: Sequence[dict], path: str | Path, title: str,
                         final_eval: float | None = None) -> Path:
     """The run's PNG: training return per iteration and the periodic deterministic evaluations against env steps,
@@ -44,8 +53,14 @@ def plot_learning_curve(history: Sequence[dict], path: str | Path, title: str,
 def learning_curve_figure(history: Sequence[dict], title: str, final_eval: float | None = None):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    frames, returns = series(history, "episode_return")
-    ax.plot(frames, returns, color="C0", lw=1.2, label=TRAIN_LABEL)
+    frames, returns = series(history, "train_return")
+    finished = series(history, "episode_return")
+    if len(frames):
+        ax.plot(frames, returns, color="C0", lw=1.2, label=TRAIN_LABEL)
+        if len(finished[0]):
+            ax.plot(*finished, color="C0", lw=1.0, ls="--", alpha=0.6, drawstyle="steps-post", label=FINISHED_LABEL)
+    else:
+        ax.plot(*finished, color="C0", lw=1.2, label=FINISHED_LABEL)
     eval_frames, evals = series(history, "eval_return")
     if len(evals):
         ax.plot(eval_frames, evals, "o-", color="C2", ms=3, lw=1.2, label=EVAL_LABEL)
@@ -56,7 +71,7 @@ def learning_curve_figure(history: Sequence[dict], title: str, final_eval: float
     ax.set_ylabel("return")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)  # "best": a fixed corner hid the finished episodes behind the legend
     mapping = wall_time_mapping(history)
     if mapping is not None:
         to_time, to_frames, unit = mapping
@@ -113,7 +128,7 @@ def plot_bands(groups: dict[str, list[Sequence[dict]]], path: str | Path, title:
         if len(grid):
             ax.plot(grid, mean, "-", color=color, lw=1.6, label=f"{label} (n={n})")
             ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2, lw=0)
-        grid_t, mean_t, std_t = band([series(h, "episode_return") for h in histories])
+        grid_t, mean_t, std_t = band([training_series(h) for h in histories])
         if len(grid_t):
             ax.plot(grid_t, mean_t, "--", color=color, lw=1.0, label=None if len(grid) else f"{label} (n={n})")
             ax.fill_between(grid_t, mean_t - std_t, mean_t + std_t, color=color, alpha=0.08, lw=0)

@@ -32,12 +32,12 @@ from torchrl.envs import ExplorationType, set_exploration_type
 
 from aeon_trl.config import Config, ConfigError
 from aeon_trl._util import eval_seed, seed_everything
-from aeon_trl.envs import env_dims, make_base_env, make_env
+from aeon_trl.envs import env_dims, episode_limit, make_base_env, make_env
 from aeon_trl.modules.actor_critic import ACTIVATIONS, gaussian_actor
 from aeon_trl.modules.student import DeterministicAction, FrozenObsNorm, RawObsPolicy, count_parameters, make_student
 from aeon_trl.objectives.distill import LOSS_TYPES, DistillationLoss
 from aeon_trl.ppo import AdvancedPPO
-from aeon_trl.trainer import episode_limit, rollout_returns
+from aeon_trl.trainer import rollout_returns
 
 TEACHER_LABELS = ("teacher_loc", "teacher_scale")
 

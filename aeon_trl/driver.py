@@ -7,7 +7,11 @@ job (``aeon_trl.launch.job.TrainJob``) share, so both write the same folder the 
 Run folder: config.yaml; checkpoint.pt (atomic; every ``checkpoint_every`` iterations and at the end);
 logs/ (TorchRL's CSVLogger or TensorboardLogger per ``train.logger``: ``run_log.LOGGED`` against env
 steps; on resume the rows past the checkpoint are dropped, so the log continues where the checkpoint is);
-results.json and history.json (atomic); learning_curve.png.
+results.json and history.json (atomic; history rows carry ``wall_time``, training seconds since the run
+started, resumed segments included); learning_curve.png (``curves.plot_learning_curve``); eval.mp4, one
+deterministic episode filmed after the final evaluation (``train.video``; results.json says ``video`` or
+``video_error``). With ``logger=tensorboard`` the config and final scores go to the HParams tab and the episode
+to the Images tab (``tb_logging``).
 
 A folder is never lost by accident: a new run into a folder that holds one is refused (``RunFolderError``)
 unless ``overwrite``, which clears it only once the new run's envs are built; temporary files a killed write
@@ -32,19 +36,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ContextManager, Iterable, Sequence
 
+from torchrl.record.loggers import TensorboardLogger
+
 from aeon_trl.checkpoint import (CHECKPOINT, CONTINUE_KEYS, CheckpointError, atomic_write_json, check_resumable,
                                  load_checkpoint, remove_stale_temp_files, save_checkpoint)
 from aeon_trl.config import Config, ConfigError
+from aeon_trl.curves import plot_learning_curve
 from aeon_trl.data.demonstrations import DemonstrationBuffer, DemonstrationError
 from aeon_trl.envs import check_env_id
-from aeon_trl.run_log import LOGS, flush_logger, log_metrics, make_logger, plot_learning_curve
+from aeon_trl.run_log import LOGS, flush_logger, log_metrics, make_logger
+from aeon_trl.tb_logging import log_hparams, log_video
 from aeon_trl.trainer import Trainer, results_record
 
 CONFIG = "config.yaml"
 RESULTS = "results.json"
 HISTORY = "history.json"
 CURVE = "learning_curve.png"
-RUN_FILES = (CHECKPOINT, CONFIG, RESULTS, HISTORY, CURVE, LOGS)  # what a run writes into its folder
+VIDEO = "eval.mp4"
+RUN_FILES = (CHECKPOINT, CONFIG, RESULTS, HISTORY, CURVE, VIDEO, LOGS)  # what a run writes into its folder
 
 
 class RunFolderError(ConfigError):
@@ -190,10 +199,12 @@ def run_training(cfg: Config, run_dir: str | Path, *, resume: bool = False, over
             if run.is_main:
                 atomic_write_json(run_dir / HISTORY, trainer.history)
             raise TrainingStopped(run_dir, run.frames)
-        eval_returns = []
+        eval_returns, video = [], {}
         if run.is_main:
             with _entered(cb.spawning() for cb in callbacks):
                 eval_returns = trainer.evaluate(trained.train.eval_episodes)
+                if trained.train.video:  # rendering probes OpenGL backends in subprocesses
+                    video = film(trainer, run_dir, logger, run.frames)
     finally:
         trainer.close()
     extra = {k: v for cb in callbacks for k, v in cb.results(run).items()}
@@ -201,12 +212,34 @@ def run_training(cfg: Config, run_dir: str | Path, *, resume: bool = False, over
         return {"rank": rank, "world_size": world_size, "timesteps": trainer.frames, **extra}
     whole_run = {**summary, "timesteps": run.frames, "steps_per_second": summary["steps_per_second"] * world_size,
                  **timing.whole_run(run, summary["wall_time"])}
-    results = {**results_record(whole_run, cfg, eval_returns), **extra}
+    results = {**results_record(whole_run, cfg, eval_returns), **video, **extra}
     atomic_write_json(run_dir / RESULTS, results)
     atomic_write_json(run_dir / HISTORY, trainer.history)
     plot_learning_curve(trainer.history, run_dir / CURVE, f"{cfg.env.env_id} seed {cfg.train.seed}",
                         results["eval_mean"])
+    if isinstance(logger, TensorboardLogger):
+        last = trainer.history[-1] if trainer.history else {}
+        log_hparams(logger, cfg.to_dict(), {"eval_mean": results["eval_mean"], "steps_per_second": results[
+            "steps_per_second"], "train_return": last.get("train_return")})
+        flush_logger(logger)
     return results
+
+
+def film(trainer: Trainer, run_dir: Path, logger, step: int) -> dict:
+    """One deterministic episode (aeon-eval's first) filmed into ``run_dir/eval.mp4``: ``{"video": path}``, or
+    ``{"video_error": why}`` when nothing renders here (or the encoding failed): a video never fails a run. With
+    TensorBoard, the episode also goes to its Images tab at ``step``."""
+    from aeon_trl.evaluation import record_video
+    from aeon_trl.ppo import AdvancedPPO
+    try:
+        evaluation = record_video(AdvancedPPO.from_trainer(trainer), run_dir, stem=Path(VIDEO).stem)
+        if not evaluation.frames:
+            return {"video_error": evaluation.render_message}
+        if isinstance(logger, TensorboardLogger):
+            log_video(logger, evaluation.frames[0], step, evaluation.fps)
+    except Exception as exc:  # a missing encoder, a renderer failing mid-episode, an env id gymnasium cannot make
+        return {"video_error": f"{type(exc).__name__}: {exc}"}
+    return {"video": str(run_dir / VIDEO)}
 
 
 class _Stop(Exception):
@@ -217,13 +250,14 @@ class _TrainingTime(Callback):
     """The training seconds of every segment of a run (a resumed run has several), kept in the checkpoint, so
     results.json relates the whole run's steps to the whole run's time: ``steps_per_second = timesteps /
     wall_time``. ``segments``: each start's frame counter and seconds (None: a checkpoint from before this was
-    kept)."""
+    kept). Each history row gets ``wall_time``: the training seconds of the run up to it, earlier segments
+    included (the learning curve's time axis)."""
 
     key = "training_time"
 
     def __init__(self):
         self.segments: list[dict] = []  # the earlier segments
-        self._start_frames, self._started = 0, None
+        self._start_frames, self._started, self._before = 0, None, 0.0
 
     def state_dict(self) -> dict:
         now = time.perf_counter() - self._started if self._started is not None else 0.0
@@ -234,6 +268,13 @@ class _TrainingTime(Callback):
 
     def on_start(self, run: Run, resumed: bool) -> None:
         self._start_frames = run.frames
+        # the earlier segments' seconds; where one is unknown, the time of the last row that has one
+        known = [seg["seconds"] for seg in self.segments]
+        stamped = [h["wall_time"] for h in run.trainer.history if "wall_time" in h]
+        self._before = sum(known) if None not in known else (stamped[-1] if stamped else 0.0)
+
+    def on_iteration(self, run: Run, metrics: dict) -> None:
+        metrics["wall_time"] = self._before + time.perf_counter() - self._started
 
     def training(self, run: Run):
         self._started = time.perf_counter()

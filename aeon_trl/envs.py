@@ -32,12 +32,11 @@ import signal
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
-from tensordict import TensorDictBase
 from torchrl.envs import (BatchSizeTransform, CatTensors, ClipTransform, Compose, DoubleToFloat, DTypeCastTransform,
                           EnvBase, FlattenObservation, GymEnv, GymWrapper, RewardSum, SerialEnv, ParallelEnv,
                           StepCounter, Transform, TransformedEnv)
@@ -46,7 +45,7 @@ from aeon_trl import _compat
 from aeon_trl._util import did_you_mean
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.transforms.curriculum import make_curriculum_transform
-from aeon_trl.transforms.obs_norm import OBS_NORM, REWARD_NORM, ObsNorm, SafeVecNorm  # noqa: F401
+from aeon_trl.transforms.obs_norm import ObsNorm, SafeVecNorm  # noqa: F401 (ObsNorm: re-exported)
 from aeon_trl.transforms.reward import ReturnScaling
 
 
@@ -576,3 +575,14 @@ def _transformed(cfg: Config, base: EnvBase) -> TransformedEnv:
 def env_dims(env: EnvBase) -> tuple[int, int]:
     return int(np.prod(env.observation_spec["observation"].shape[len(env.batch_size):])), \
         int(np.prod(env.action_spec.shape[len(env.batch_size):]))
+
+
+def episode_limit(cfg: Config) -> int:
+    """The episode length limit of the config's env: ``max_episode_steps``, else the id's registered limit (1000
+    for an env given as an object, not registered under its config's env_id)."""
+    if cfg.env.max_episode_steps:
+        return cfg.env.max_episode_steps
+    try:
+        return env_spec(cfg.env.env_id, cfg.env.env_imports).max_episode_steps or 1000
+    except ConfigError:
+        return 1000

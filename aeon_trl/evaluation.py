@@ -12,6 +12,9 @@ frames as its episode has steps, and its last frame shows how the episode ended.
 
 The score is the gymnasium env's own reward. That is what the run's final evaluation (``results.json``) measures too,
 except for ``curriculum=speed`` runs, whose training evaluation scores the curriculum's speed reward.
+
+``PeriodicEvaluator`` is the trainer's cheap evaluation during training (``eval_every``): these same plain
+gymnasium envs and seeds, kept between calls, instead of a TorchRL env stack rebuilt on every call.
 """
 from __future__ import annotations
 
@@ -24,10 +27,12 @@ from typing import Protocol
 import numpy as np
 
 from aeon_trl import render
+from aeon_trl._util import eval_seed
 from aeon_trl.checkpoint import CheckpointError
+from aeon_trl.envs import episode_limit
+from aeon_trl.normalize import standardize
 
 CHECKPOINT = "checkpoint.pt"
-EVAL_SEED_OFFSET = 1_000_003  # as Trainer.evaluate: evaluation seeds stay clear of the training envs' seeds
 DEFAULT_SIZE = (480, 480)  # gymnasium's MuJoCo default (width, height)
 
 
@@ -79,8 +84,6 @@ def evaluate_agent(agent: Agent, episodes: int = 10, deterministic: bool = True,
     import gymnasium as gym
     import torch
 
-    from aeon_trl.trainer import episode_limit
-
     cfg = agent.config
     env_id = cfg.env.env_id
     if episodes < 1:
@@ -88,7 +91,7 @@ def evaluate_agent(agent: Agent, episodes: int = 10, deterministic: bool = True,
     if env_id not in gym.registry:
         raise CheckpointError(f"env id {env_id!r} of this agent is not a registered gymnasium env, so it cannot be "
                               "rebuilt for evaluation")
-    seed = cfg.train.seed + EVAL_SEED_OFFSET if seed is None else seed
+    seed = eval_seed(cfg.train.seed) if seed is None else seed
     n_render, message = min(render_episodes, episodes), ""
     if n_render:
         choice = render.select_gl_backend()
@@ -130,9 +133,26 @@ def _make_env(gym, env_id: str, limit: int, size: tuple[int, int] | None):
     if size is None:
         return gym.make(env_id, max_episode_steps=limit)
     try:  # MuJoCo envs take the frame size; others (classic control) render at their own size
-        return gym.make(env_id, max_episode_steps=limit, render_mode="rgb_array", width=size[0], height=size[1])
+        env = gym.make(env_id, max_episode_steps=limit, render_mode="rgb_array", width=size[0], height=size[1])
     except TypeError:
         return gym.make(env_id, max_episode_steps=limit, render_mode="rgb_array")
+    _follow_the_body(env)
+    return env
+
+
+def _follow_the_body(env) -> None:
+    """Make a MuJoCo env's free camera track its body (``trackbodyid``, default the root body 1). gymnasium's
+    v5 renderer sets the free camera's type back to "free" on every frame (``camera_id=-1``), so its
+    ``trackbodyid`` is never used: HalfCheetah-v5's camera stays put and a trained cheetah leaves the frame within
+    a second. With ``camera_id=None`` the renderer keeps the camera type its config sets, here "tracking"."""
+    renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+    if renderer is None or getattr(renderer, "camera_id", None) != -1:
+        return  # not MuJoCo, or the env films through a camera of its model (a fixed camera)
+    import mujoco
+    config = dict(renderer.default_cam_config or {})
+    config.setdefault("trackbodyid", 1)
+    config["type"] = mujoco.mjtCamera.mjCAMERA_TRACKING
+    renderer.default_cam_config, renderer.camera_id = config, None
 
 
 def write_videos(evaluation: Evaluation, out_dir: str | Path, mp4: bool = True, gif: bool = False,
@@ -146,12 +166,15 @@ def write_videos(evaluation: Evaluation, out_dir: str | Path, mp4: bool = True, 
 
 
 def record_video(agent: Agent, out_dir: str | Path, seed: int | None = None, deterministic: bool = True,
-                 gif: bool = False, size: tuple[int, int] = DEFAULT_SIZE, stem: str = "video") -> Evaluation:
-    """One rendered evaluation episode written as ``<out_dir>/<stem>-0.mp4`` (and ``.gif``): the video of a run.
+                 gif: bool = False, size: tuple[int, int] = DEFAULT_SIZE, stem: str = "eval") -> Evaluation:
+    """One rendered evaluation episode (aeon-eval's first) written as ``<out_dir>/<stem>.mp4`` (and ``.gif``): the
+    video of a run (the training driver's ``eval.mp4``).
 
     Returns the evaluation (its ``frames`` for TensorBoard, ``render_message`` when nothing could be rendered)."""
     evaluation = evaluate_agent(agent, 1, deterministic, seed, render_episodes=1, size=size)
-    write_videos(evaluation, out_dir, gif=gif, stem=stem)
+    for frames in evaluation.frames:
+        for suffix in (".mp4",) + ((".gif",) if gif else ()):
+            render.write_video(frames, Path(out_dir) / f"{stem}{suffix}", evaluation.fps)
     return evaluation
 
 
@@ -188,6 +211,71 @@ def evaluate_run(path: str | Path, episodes: int = 10, deterministic: bool = Tru
         record["fps"] = evaluation.fps
     (out_dir / "evaluation.json").write_text(json.dumps(record, indent=2))
     return record
+
+
+class PeriodicEvaluator:
+    """Deterministic evaluation episodes during training, cheap enough for 20 of them per run.
+
+    ``Trainer.evaluate`` builds a TorchRL env stack (base env + RewardSum + normalization + clip transforms) on
+    every call and rolls it out through TorchRL for the whole episode limit; 20 such evaluations cost far more
+    than 5% of a default HalfCheetah run. This one keeps ``episodes`` plain ``gymnasium.make`` envs (built once,
+    with the run's episode limit) and steps them in this process with arrays: raw observation -> float32 -> the
+    training statistics, frozen (``ObsNorm.export()``) -> the policy's mean (``act``) -> clipped to the action
+    bounds; only the envs whose first episode is still running are stepped, and each env's first episode's raw
+    return is its score. Per step that is ~50 us of MuJoCo per HalfCheetah env plus ~0.1 ms of policy and Python.
+
+    Not envpool, even where training uses it: a pool of a few envs spends ~0.1 ms per step handing each step to
+    its worker threads and back, more than the simulation itself.
+
+    Env ``i`` is reset with ``seed + i`` on every call, as ``evaluate_agent`` (aeon-eval) does: every evaluation
+    of a run faces the same starts (the curve's changes are the policy's, not the starts'), a resumed run
+    evaluates as the uninterrupted one, and a point of the curve is what aeon-eval would score for the policy of
+    that moment. ``Trainer.evaluate`` (the final evaluation) draws its starts from its own env (envpool's RNG, or
+    TorchRL's seeding of a ``SerialEnv``): other starts of the same distribution.
+    """
+
+    def __init__(self, cfg, episodes: int, seed: int | None = None):
+        import gymnasium as gym
+        if episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes}")
+        self.episodes = episodes
+        self.seed = eval_seed(cfg.train.seed) if seed is None else seed
+        self.limit = episode_limit(cfg)
+        # without the env checker: it only checks the first steps after a reset, every evaluation's
+        self.envs = [gym.make(cfg.env.env_id, max_episode_steps=self.limit, disable_env_checker=True)
+                     for _ in range(episodes)]
+
+    def evaluate(self, act, obs_norm, low: float, high: float, device=None) -> list[float]:
+        """The returns of ``episodes`` deterministic episodes. ``act(normalized obs) -> action`` (the policy's
+        mean, unclipped); ``obs_norm``: the training statistics, frozen (``ObsNorm.export()``, a
+        ``FrozenObsNorm``), applied here in numpy (float32, the same formula: a fifth of torch's per-call cost on
+        one small batch). Draws nothing from torch's or numpy's global generators."""
+        import torch
+        envs = self.envs
+        loc, scale = obs_norm.loc.cpu().numpy(), obs_norm.scale.cpu().numpy()
+        obs = np.stack([env.reset(seed=self.seed + i)[0] for i, env in enumerate(envs)])
+        returns, alive = np.zeros(len(envs)), list(range(len(envs)))
+        with torch.inference_mode():
+            for _ in range(self.limit):
+                # float32 before the statistics, as DoubleToFloat does in the training env stack
+                raw = (obs if len(alive) == len(envs) else obs[alive]).astype(np.float32)
+                x = torch.from_numpy(standardize(raw, loc, scale, obs_norm.clip))
+                actions = act(x if device is None else x.to(device)).clamp(low, high).cpu().numpy()
+                ended = []
+                for action, i in zip(actions, alive):
+                    obs[i], reward, terminated, truncated, _ = envs[i].step(action)
+                    returns[i] += reward
+                    if terminated or truncated:
+                        ended.append(i)
+                if ended:
+                    alive = [i for i in alive if i not in ended]
+                    if not alive:
+                        break
+        return returns.tolist()
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
 
 
 def default_eval_every(total_timesteps: int, frames_per_batch: int, points: int = 20) -> int:

@@ -1,4 +1,5 @@
-"""A run's log: the metrics every entry point logs, through TorchRL's loggers, and the learning-curve plot.
+"""A run's log: the metrics every entry point logs, through TorchRL's loggers (the learning-curve PNG:
+``aeon_trl.curves``).
 
 ``make_logger`` picks CSVLogger or TensorboardLogger per ``train.logger``; their files go to
 ``<run folder>/logs``. A resumed run first drops what was logged after its checkpoint, so the log reads
@@ -17,9 +18,9 @@ from aeon_trl.checkpoint import atomic_write
 from aeon_trl.config import Config
 
 LOGS = "logs"  # the loggers' experiment name
-LOGGED = ("episode_return", "steps_per_second", "collect_fps", "loss_objective", "loss_critic", "loss_entropy",
-          "eval_return", "loss_kl", "kl_approx", "clip_fraction", "entropy", "explained_variance", "lr", "clip_epsilon",
-          "kl_coef", "entropy_coef", "value_std", "epochs_run", "loss_demo", "demo_coef",
+LOGGED = ("train_return", "episode_return", "eval_return", "steps_per_second", "collect_fps", "loss_objective",
+          "loss_critic", "loss_entropy", "loss_kl", "kl_approx", "clip_fraction", "entropy", "explained_variance", "lr",
+          "clip_epsilon", "kl_coef", "entropy_coef", "value_std", "epochs_run", "loss_demo", "demo_coef",
           # with curiosity=true: the two per-step reward parts (normalized), the ICM losses, the coefficient
           "reward_extrinsic", "reward_intrinsic", "loss_forward", "loss_inverse", "curiosity_coef",
           # dynamic batch sizing and the curriculum
@@ -73,26 +74,3 @@ class ResumedTensorboardLogger(TensorboardLogger):
     def _create_experiment(self):
         from torch.utils.tensorboard import SummaryWriter
         return SummaryWriter(log_dir=os.path.join(self.log_dir, self.exp_name), purge_step=self.purge_step)
-
-
-def plot_learning_curve(history: list[dict], path: Path, title: str, eval_return: float | None = None) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    frames = [h["frames"] for h in history]
-    returns = [h["episode_return"] for h in history]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(frames, returns, label="training episode return (last 20 episodes)")
-    evals = [(h["frames"], h["eval_return"]) for h in history if "eval_return" in h]
-    if evals:
-        ax.plot(*zip(*evals), "o-", color="C2", ms=3, label="deterministic evaluation (eval_every)")
-    if eval_return is not None and frames:
-        ax.scatter([frames[-1]], [eval_return], color="C3", zorder=3, label="final deterministic evaluation")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("return")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

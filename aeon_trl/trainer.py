@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
+import gymnasium as gym
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -27,7 +28,8 @@ from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from aeon_trl import _compat, env_state
 from aeon_trl._util import eval_seed, float_tensors, seed_everything
 from aeon_trl.config import Config, ConfigError
-from aeon_trl.envs import ObsNorm, env_dims, env_spec, make_base_env, make_env, observation_layout
+from aeon_trl.envs import ObsNorm, env_dims, episode_limit, make_base_env, make_env, observation_layout
+from aeon_trl.evaluation import PeriodicEvaluator, default_eval_every
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
 from aeon_trl.optim.build import build_optimizer
@@ -67,6 +69,8 @@ class Trainer:
         config's env id); it is wrapped in the same transforms as training."""
         self.cfg = cfg
         self.eval_env_fn = eval_env_fn or functools.partial(make_base_env, cfg, serial=True)
+        self._own_eval_env = eval_env_fn is not None  # periodic evaluations then play it (Trainer.evaluate)
+        self._periodic: PeriodicEvaluator | None = None  # built by the first periodic evaluation
         if cfg.train.torch_threads:
             torch.set_num_threads(cfg.train.torch_threads)
         seed_everything(cfg.train.seed)
@@ -98,6 +102,8 @@ class Trainer:
         self.total_timesteps = cfg.train.total_timesteps  # the horizon of the lr/entropy schedules
         self.iteration = 0
         self.episode_returns: list[float] = []
+        self.episode_lengths: list[int] = []  # of the same finished episodes, in the same order
+        self._episode_steps: torch.Tensor | None = None  # [num_envs]: steps of each env's running episode
         self.history: list[dict] = []  # one row of metrics per iteration
         # Called with the network after each backward pass, before clipping: data-parallel
         # training all-reduces gradients here without the loop knowing about torch.distributed.
@@ -177,6 +183,8 @@ class Trainer:
             env_state.restore(self.env, saved["simulators"])
             carrier = _compat.collector_carrier(self._collector)
             carrier.update(TensorDict(saved["carrier"], batch_size=self.env.batch_size))
+            if saved.get("episode_steps") is not None:
+                self._episode_steps = saved["episode_steps"].clone()
 
     def _env_runtime(self) -> dict:
         """The simulators and the collector's carried TensorDict; the carrier is only of use with them."""
@@ -185,7 +193,8 @@ class Trainer:
         simulators = env_state.capture(self.env) if self._collector is not None else None
         carrier = _compat.collector_carrier(self._collector).exclude("collector").to_dict() \
             if simulators is not None else None
-        return {"simulators": simulators, "carrier": carrier}
+        steps = self._episode_steps.clone() if simulators is not None and self._episode_steps is not None else None
+        return {"simulators": simulators, "carrier": carrier, "episode_steps": steps}
 
     # ---- update -------------------------------------------------------------------------
     def minibatch(self) -> TensorDictBase:
@@ -409,6 +418,7 @@ class Trainer:
         if collected:
             done = batch.get(("next", "done")).squeeze(-1)
             self.episode_returns.extend(batch.get(("next", "episode_reward"))[done].flatten().tolist())
+            self._count_episode_steps(done)
         t0 = time.perf_counter()
         metrics = self.update(batch)
         update_seconds = time.perf_counter() - t0
@@ -421,13 +431,44 @@ class Trainer:
         if collected:
             recent = self.episode_returns[-100:]
             metrics.update(episode_return=float(np.mean(recent[-20:])) if recent else float("nan"),
+                           train_return=self.train_return(batch),
                            collect_fps=batch.numel() / collect_seconds,
                            steps_per_second=batch.numel() / (collect_seconds + update_seconds))
-        every = self.cfg.train.eval_every
-        if every and self.iteration % every == 0 and self.cfg.train.eval_episodes:
-            metrics["eval_return"] = float(np.mean(self.evaluate(self.cfg.train.eval_episodes)))
+        every = self.eval_every
+        if every and self.iteration % every == 0:
+            metrics["eval_return"] = float(np.mean(self.periodic_evaluate()))
         self.history.append(metrics)
         return metrics
+
+    # ---- the training return, every iteration ------------------------------------------------
+    def _count_episode_steps(self, done: torch.Tensor) -> None:
+        """Extend ``episode_lengths`` with the episodes that ended in a batch (``done`` ``[num_envs, T]``), carry the
+        running episodes' steps to the next batch."""
+        done = done.cpu().reshape(-1, done.shape[-1])  # [num_envs, T]; an unbatched env's batch is [T]
+        running = self._episode_steps
+        if running is None or running.shape != done.shape[:1]:
+            running = torch.zeros(done.shape[0], dtype=torch.long)
+        lengths, self._episode_steps = episode_steps(done, running)
+        self.episode_lengths.extend(lengths.tolist())
+
+    def train_return(self, batch: TensorDictBase) -> float:
+        """The training (stochastic) policy's return per episode at this batch's reward rate, from every env step
+        of the batch, running episodes included: the mean raw reward per step times the mean length of the last 20
+        finished episodes (the episode limit before any has finished). By the renewal-reward theorem, reward per
+        step x steps per episode = return per episode; ``episode_return`` (finished episodes only) moves in steps
+        when the envs finish their episodes together (128 HalfCheetah envs: every 128k frames)."""
+        before = batch.get("episode_reward", None)  # RewardSum's raw return before each step
+        if before is None:
+            return float("nan")
+        lengths = self.episode_lengths[-20:]
+        length = float(np.mean(lengths)) if lengths else self._episode_limit()
+        return (batch.get(("next", "episode_reward")) - before).mean().item() * length
+
+    def _episode_limit(self) -> float:
+        try:
+            return float(episode_limit(self.cfg))
+        except gym.error.Error:  # an env given as an instance, whose id gymnasium does not know
+            return float(self.cfg.env.max_episode_steps or "nan")
 
     def summary(self, wall_time: float, frames: int) -> dict:
         returns = self.episode_returns
@@ -441,6 +482,32 @@ class Trainer:
         }
 
     # ---- evaluation ---------------------------------------------------------------------
+    @property
+    def eval_every(self) -> int:
+        """Iterations between periodic evaluations, 0 for none: the config's ``eval_every``, or for -1 (auto) the
+        interval that gives at least 20 over ``total_timesteps``; none when ``eval_episodes`` is 0."""
+        t = self.cfg.train
+        if not t.eval_episodes:
+            return 0
+        if t.eval_every < 0:
+            return default_eval_every(self.total_timesteps, self.cfg.frames_per_batch)
+        return t.eval_every
+
+    def periodic_evaluate(self) -> list[float]:
+        """The returns of ``eval_every_episodes`` deterministic episodes during training: aeon-eval's episodes
+        through ``PeriodicEvaluator`` (gymnasium envs kept for the run, stepped with arrays: 3-20x faster than
+        ``evaluate``), or ``evaluate``'s where the episodes must come from the TorchRL stack: a trainer given its
+        own eval env, a curriculum (it writes the reward), an id gymnasium cannot make."""
+        n = self.cfg.train.eval_every_episodes
+        if self._own_eval_env or self.plugin("curriculum") is not None or self.cfg.env.env_id not in gym.registry:
+            return self.evaluate(n)
+        if self._periodic is None:
+            self._periodic = PeriodicEvaluator(self.cfg, n)
+        space = self.env.action_spec.space
+        with torch.random.fork_rng(devices=[]):
+            return self._periodic.evaluate(self.net.policy_mean, self.obs_norm.export(), space.low.min().item(),
+                                           space.high.max().item(), self.device)
+
     def evaluate(self, n_episodes: int = 10, deterministic: bool = True, seed: int | None = None) -> list[float]:
         """Returns of ``n_episodes`` episodes, one per env of a fresh eval env whose normalization
         statistics are frozen copies of training's (the policy must see what it was trained on)."""
@@ -481,6 +548,7 @@ class Trainer:
             "counters": {"frames": self.frames, "iteration": self.iteration},
             "plugins": {plugin.name: plugin.state_dict() for plugin in self.plugins},
             "episode_returns": torch.tensor(self.episode_returns, dtype=torch.float64),
+            "episode_lengths": torch.tensor(self.episode_lengths, dtype=torch.int64),
             "history": self.history,
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()[1]},
         }
@@ -527,6 +595,8 @@ class Trainer:
         for plugin in self.plugins:
             plugin.load_state_dict(saved.get(plugin.name) or {})
         self.episode_returns = state["episode_returns"].tolist()
+        self.episode_lengths = state["episode_lengths"].tolist() if "episode_lengths" in state else []
+        self._episode_steps = None  # the envs restart their episodes, unless _restore_env puts them back
         self.history = list(state["history"])
         torch.set_rng_state(state["rng"]["torch"])
         _set_numpy_rng_state(state["rng"]["numpy"])
@@ -543,6 +613,9 @@ class Trainer:
         job's processes while its main process checkpoints and exits): that is reported as a warning, never
         raised, so it cannot replace the reason the job is exiting."""
         collector, self._collector = self._collector, None
+        if self._periodic is not None:
+            self._periodic.close()
+            self._periodic = None
         try:
             if collector is not None:
                 collector.shutdown()
@@ -561,15 +634,6 @@ def results_record(summary: dict, cfg: Config, eval_returns: list[float]) -> dic
             "config": cfg.to_dict()}
 
 
-def episode_limit(cfg: Config) -> int:
-    if cfg.env.max_episode_steps:
-        return cfg.env.max_episode_steps
-    try:
-        return env_spec(cfg.env.env_id, cfg.env.env_imports).max_episode_steps or 1000
-    except ConfigError:  # an env given as an object (AdvancedPPO), not registered under its config's env_id
-        return 1000
-
-
 def _layout_text(layout) -> str:
     return "[" + ", ".join(f"{key} ({size})" for key, size in layout) + "]"
 
@@ -584,6 +648,18 @@ def rollout_returns(env: EnvBase, policy: Callable, max_steps: int, deterministi
     returns = rollout.get(("next", "episode_reward")).squeeze(-1)
     first_done = torch.where(done.any(-1), done.float().argmax(-1), torch.full_like(done[:, 0], -1, dtype=torch.long))
     return returns[torch.arange(done.shape[0]), first_done].tolist()
+
+
+def episode_steps(done: torch.Tensor, running: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a batch's ``done`` ``[num_envs, T]`` and the steps each env's episode had before it (``running``
+    ``[num_envs]``): the lengths of the episodes that ended (in ``done``'s row-major order, as ``batch[done]``
+    lists their returns) and the steps of the episodes still running after it."""
+    n, t = done.shape
+    index = torch.arange(t).expand(n, t)
+    last_end = torch.where(done, index, -1).cummax(dim=1).values  # the last end at or before each step
+    previous_end = torch.cat([torch.full((n, 1), -1), last_end[:, :-1]], dim=1)  # ... strictly before it
+    steps = torch.where(previous_end >= 0, index - previous_end, running[:, None] + index + 1)
+    return steps[done], torch.where(done[:, -1], 0, steps[:, -1])
 
 
 def _numpy_rng_state() -> dict:

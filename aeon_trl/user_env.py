@@ -52,7 +52,8 @@ def adopt_env(env: gym.Env | EnvBase, config: Config | Mapping[str, Any] | None,
     to keep the batch), ``env_id`` "custom". A TorchRL env fixes
     ``num_envs`` to its batch size, and ``env_id`` when it was built from one. Evaluation runs on fresh copies:
     ``eval_env_fn()``, else rebuilt from the gymnasium spec (wrappers included) or the TorchRL env's constructor
-    arguments, else none (evaluating raises a ``ConfigError`` that says so)."""
+    arguments, else none (evaluating raises a ``ConfigError`` that says so; the automatic periodic evaluations,
+    ``eval_every=-1``, are then off)."""
     make_eval = serial_copies(eval_env_fn) if eval_env_fn is not None else None
     if isinstance(env, gym.Env):
         if not isinstance(env.action_space, gym.spaces.Box):
@@ -79,6 +80,8 @@ def adopt_env(env: gym.Env | EnvBase, config: Config | Mapping[str, Any] | None,
         base = env
     else:
         raise TypeError(f"env must be an env id, a gymnasium.Env or a torchrl EnvBase, got {type(env).__name__}")
+    if make_eval is None and cfg.train.eval_every < 0:
+        cfg = Config.from_dict({"eval_every": 0}, base=cfg)
     return cfg, base, make_eval or no_eval_env
 
 

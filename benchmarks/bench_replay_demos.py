@@ -66,7 +66,10 @@ def demos(args) -> dict:
         demo_info.write_text(json.dumps(info))
     expert = float(np.mean(info["expert_returns"]))
     target = args.fraction * expert
-    common = [f"env_id={env}", f"total_timesteps={args.timesteps}", f"eval_every={args.eval_every}", *THREADS]
+    # 10 episodes per periodic evaluation, as this benchmark has always measured (the default is fewer: cheap
+    # curves); on envpool the lean periodic evaluator plays the episodes Trainer.evaluate(10) played before.
+    common = [f"env_id={env}", f"total_timesteps={args.timesteps}", f"eval_every={args.eval_every}",
+              "eval_every_episodes=10", *THREADS]
     variants = {"with demonstrations": [f"demos={demo_file}", *args.overrides], "without demonstrations": []}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {label: [pool.submit(run, f"demos-{env}-{'demos' if ov else 'none'}-s{seed}",

@@ -63,6 +63,9 @@ def test_interrupted_and_resumed_training_is_bitwise_the_uninterrupted_run(tmp_p
     resumed.train()
     assert len(straight.episode_returns) > 4  # episodes ended (and envs reset) on both sides of the interruption
     assert resumed.episode_returns == straight.episode_returns
+    # the running episodes' step counts come back with the simulators: the same lengths and training returns
+    assert resumed.episode_lengths == straight.episode_lengths
+    assert [h["train_return"] for h in resumed.history] == [h["train_return"] for h in straight.history]
     assert param_digest(resumed.net) == param_digest(straight.net)
     straight.close(), resumed.close()
 

@@ -15,7 +15,7 @@ from aeon_trl import render
 from aeon_trl.cli.eval import main
 from aeon_trl.evaluation import default_eval_every, evaluate_agent, evaluate_run, record_video
 from aeon_trl.ppo import AdvancedPPO
-from aeon_trl.trainer import episode_limit
+from aeon_trl.envs import episode_limit
 from tiny_run import train_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def test_stochastic_evaluation_is_seeded(agent):
 def test_record_video_for_the_driver(agent, tmp_path):
     evaluation = record_video(agent, tmp_path, seed=0, size=(64, 64))
     assert evaluation.render_message == ""
-    assert render.count_frames(tmp_path / "video-0.mp4") == evaluation.lengths[0] == len(evaluation.frames[0])
+    assert render.count_frames(tmp_path / "eval.mp4") == evaluation.lengths[0] == len(evaluation.frames[0])
 
 
 def test_no_renderer_still_writes_the_json(run_dir, tmp_path, monkeypatch):
@@ -141,3 +141,80 @@ def test_from_trainer_acts_as_the_loaded_agent(agent, run_dir):
         assert np.allclose(driver_agent.get_action(obs, deterministic=True), agent.get_action(obs, deterministic=True))
     finally:
         trainer.close()
+
+
+# ---- PeriodicEvaluator: the trainer's evaluation during training --------------------------------------------
+def _trained(overrides, iterations=2):
+    from aeon_trl.config import Config
+    from aeon_trl.trainer import Trainer
+    cfg = Config().with_overrides(["num_envs=4", "steps_per_env=64", "minibatch_size=128", "epochs=2", "progress=false",
+                                   "eval_episodes=0", "seed=2", *overrides])
+    trainer = Trainer(cfg)
+    trainer.train(cfg.frames_per_batch * iterations)
+    return trainer
+
+
+def _lean(trainer, episodes, seed=None):
+    from aeon_trl.evaluation import PeriodicEvaluator
+    evaluator = PeriodicEvaluator(trainer.cfg, episodes, seed)
+    space = trainer.env.action_spec.space
+    try:
+        return evaluator.evaluate(trainer.net.policy_mean, trainer.obs_norm.export(), space.low.min().item(),
+                                  space.high.max().item())
+    finally:
+        evaluator.close()
+
+
+def test_periodic_evaluator_matches_a_plain_gymnasium_loop():
+    """Each env's first episode is played as a one-env gymnasium loop with seed + i would (aeon-eval's episodes),
+    acting with the clipped mean of the frozen-normalized observation; the same starts on every call. The
+    trainer collects on envpool: the evaluation plays gymnasium's env all the same."""
+    import torch
+    trainer = _trained(["env_id=Hopper-v5", "env_backend=envpool"])
+    try:
+        returns = _lean(trainer, 3, seed=40)
+        assert _lean(trainer, 3, seed=40) == returns
+        norm, space = trainer.obs_norm.export(), trainer.env.action_spec.space
+        for i in range(3):
+            env = gym.make("Hopper-v5", max_episode_steps=episode_limit(trainer.cfg))
+            obs, _ = env.reset(seed=40 + i)
+            ret, done = 0.0, False
+            while not done:
+                with torch.no_grad():
+                    loc, _ = trainer.policy(norm(torch.as_tensor(obs, dtype=torch.float32)[None]))
+                action = loc.clamp(space.low.min().item(), space.high.max().item())[0].numpy()
+                obs, reward, terminated, truncated, _ = env.step(action)
+                ret, done = ret + reward, terminated or truncated
+            env.close()
+            # a batch of 3 rows through the network may round the last float32 bit otherwise than one row
+            assert returns[i] == pytest.approx(ret, rel=1e-6)
+    finally:
+        trainer.close()
+
+
+def test_periodic_evaluator_draws_nothing_from_the_global_generators():
+    import torch
+    trainer = _trained(["env_id=InvertedPendulum-v5", "env_backend=serial"], iterations=1)
+    try:
+        torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
+        _lean(trainer, 2)
+        assert torch.equal(torch.get_rng_state(), torch_state)
+        assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), numpy_state))
+    finally:
+        trainer.close()
+
+
+def test_videos_follow_the_body():
+    """gymnasium's v5 renderer resets its free camera to "free" every frame: HalfCheetah-v5's never moves and a
+    running cheetah leaves the frame. The rendering env's camera tracks the root body instead."""
+    import mujoco
+
+    from aeon_trl.evaluation import _make_env
+    env = _make_env(gym, "HalfCheetah-v5", 1000, (32, 32))
+    try:
+        renderer = env.unwrapped.mujoco_renderer
+        assert renderer.camera_id is None and renderer.default_cam_config["trackbodyid"] == 1
+        assert renderer.default_cam_config["type"] == mujoco.mjtCamera.mjCAMERA_TRACKING
+        assert renderer.default_cam_config["distance"] == 4.0  # the env's own settings are kept
+    finally:
+        env.close()

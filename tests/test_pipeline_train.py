@@ -44,6 +44,39 @@ def test_run_writes_the_run_folder(run_dir, capsys):
     assert len(rows) == 2 and all(np.isfinite(float(r[-1])) for r in rows)
 
 
+def test_default_run_has_both_curves_the_time_axis_and_the_video(run_dir):
+    """Issue 17: periodic evaluations by default (2 iterations: one each), the training return of every iteration,
+    wall-clock seconds on every row (the PNG's top axis), and eval.mp4 of one deterministic episode."""
+    from aeon_trl import render
+    from aeon_trl.curves import learning_curve_figure
+    history = json.loads((run_dir / "history.json").read_text())
+    assert all(k in h for h in history for k in ("train_return", "episode_return", "eval_return", "wall_time"))
+    assert 0 < history[0]["wall_time"] < history[1]["wall_time"]
+    (ax,) = learning_curve_figure(history, "t").axes
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "training return (stochastic policy, per iteration)" in labels
+    assert "evaluation return (deterministic policy)" in labels and len(ax.child_axes) == 1  # the time axis
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["video"] == str(run_dir / "eval.mp4") and "video_error" not in results, results.get("video_error")
+    assert render.count_frames(run_dir / "eval.mp4") >= 1
+
+
+def test_video_false_writes_no_video_and_tensorboard_gets_hparams_and_the_video(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    assert main([*TINY, "video=false", "--run-dir", str(tmp_path / "novideo")]) == 0
+    results = json.loads((tmp_path / "novideo" / "results.json").read_text())
+    assert not (tmp_path / "novideo" / "eval.mp4").exists() and "video" not in results and "video_error" not in results
+    assert main([*TINY, "logger=tensorboard", "--run-dir", str(tmp_path / "tb")]) == 0
+    (events,) = {p.parent for p in (tmp_path / "tb").rglob("events.out.tfevents.*")}
+    acc = EventAccumulator(str(events), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")
+    assert acc.Scalars("hparams/eval_mean")[0].value == pytest.approx(
+        json.loads((tmp_path / "tb" / "results.json").read_text())["eval_mean"])
+    assert [i.step for i in acc.Images("eval/video")] == [256]
+    assert {"train_return", "eval_return"} <= set(acc.Tags()["scalars"])
+
+
 def test_resume_continues_from_the_saved_frames(run_dir, tmp_path, capsys):
     resumed = tmp_path / "resumed"
     shutil.copytree(run_dir, resumed)

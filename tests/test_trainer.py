@@ -13,7 +13,7 @@ from aeon_trl.checkpoint import load_checkpoint
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.envs import make_env
 from aeon_trl.ppo import AdvancedPPO
-from aeon_trl.trainer import NonFiniteError, Trainer
+from aeon_trl.trainer import NonFiniteError, Trainer, episode_steps
 from aeon_trl.transforms.reward import ReturnScaling
 
 
@@ -95,7 +95,7 @@ def test_non_finite_loss_stops_before_the_optimizer_step(tmp_path):
 
 
 TINY = {"env_id": "InvertedPendulum-v5", "env_backend": "envpool", "num_envs": 4, "steps_per_env": 32,
-        "batch_size": 64, "epochs": 2, "total_timesteps": 256, "progress": False, "seed": 3}
+        "batch_size": 64, "epochs": 2, "total_timesteps": 256, "progress": False, "seed": 3, "eval_every": 0}
 
 
 @pytest.fixture(scope="module")
@@ -211,9 +211,70 @@ def test_eval_every_logs_evaluations_without_changing_training(trained):
         trainer.close()
 
 
-def test_eval_every_must_not_be_negative():
-    with pytest.raises(ConfigError, match="eval_every=-1 is out of range"):
-        Config.from_dict({"eval_every": -1})
+def test_periodic_evaluations_by_default_give_at_least_20_points():
+    trainer = Trainer(Config.from_dict({**TINY, "eval_every": -1, "total_timesteps": 128 * 45}))  # 45 iterations
+    try:
+        assert Config().train.eval_every == -1 and trainer.eval_every == 2
+        trainer.train()
+        rows = [h for h in trainer.history if "eval_return" in h]
+        assert [h["iteration"] for h in rows] == list(range(2, 46, 2)) and len(rows) >= 20
+        assert all(1 <= h["eval_return"] <= 1000 for h in rows)  # InvertedPendulum: 1 per step the pole is up
+    finally:
+        trainer.close()
+
+
+def test_eval_episodes_0_means_no_evaluation_at_all():
+    trainer = Trainer(Config.from_dict({**TINY, "eval_every": -1, "eval_episodes": 0}))
+    try:
+        assert trainer.eval_every == 0
+        trainer.train()
+        assert not any("eval_return" in h for h in trainer.history)
+    finally:
+        trainer.close()
+
+
+def test_periodic_evaluations_of_a_trainer_with_its_own_eval_env_play_it(monkeypatch):
+    """A user's eval env (or a curriculum's reward) lives in the TorchRL stack: Trainer.evaluate plays it."""
+    trainer = Trainer(Config.from_dict({**TINY, "eval_every": 1}), eval_env_fn=lambda n, seed: None)
+    try:
+        monkeypatch.setattr(trainer, "evaluate", lambda n: [7.0] * n)
+        assert trainer.periodic_evaluate() == [7.0] * trainer.cfg.train.eval_every_episodes
+    finally:
+        trainer.close()
+
+
+def test_episode_steps_match_a_per_step_count():
+    rng = np.random.default_rng(0)
+    done = torch.as_tensor(rng.random((5, 40)) < 0.1)
+    running = torch.tensor([0, 3, 17, 1, 0])
+    lengths, after = episode_steps(done, running)
+    expected, count = [], running.tolist()
+    for env in range(5):
+        for t in range(40):
+            count[env] += 1
+            if done[env, t]:
+                expected.append(count[env])
+                count[env] = 0
+    assert lengths.tolist() == expected and after.tolist() == count
+
+
+def test_train_return_is_the_reward_rate_times_the_episode_length(trained):
+    """Every iteration has a train_return; the finished episodes' lengths are those of their returns
+    (InvertedPendulum-v5 pays 1 per step the pole stays up, 0 on the step it falls)."""
+    trainer, _ = trained
+    assert all(np.isfinite(h["train_return"]) for h in trainer.history)
+    assert len(trainer.episode_lengths) == len(trainer.episode_returns) > 0
+    assert all(r in (n, n - 1) for r, n in zip(trainer.episode_returns, trainer.episode_lengths))
+    # rate <= 1 per step, so the estimate is at most the mean length of the last 20 finished episodes
+    assert 0 < trainer.history[-1]["train_return"] <= np.mean(trainer.episode_lengths[-20:])
+
+
+def test_eval_every_is_auto_or_not_negative():
+    assert Config().train.eval_every == -1  # auto: at least 20 evaluations per run
+    with pytest.raises(ConfigError, match="eval_every=-2 is out of range"):
+        Config.from_dict({"eval_every": -2})
+    with pytest.raises(ConfigError, match="eval_every_episodes=0 is out of range"):
+        Config.from_dict({"eval_every_episodes": 0})
 
 
 def test_critic_warmup_moves_only_the_critic_and_keeps_the_lr():

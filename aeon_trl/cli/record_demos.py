@@ -20,10 +20,10 @@ from torchrl.envs import ExplorationType, set_exploration_type
 from aeon_trl.checkpoint import CheckpointError
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.data.demonstrations import REQUIRED, DemonstrationBuffer, DemonstrationError
-from aeon_trl.envs import make_base_env, make_env
+from aeon_trl.envs import episode_limit, make_base_env, make_env
 from aeon_trl.modules.actor_critic import make_ppo_operators
 from aeon_trl.ppo import AdvancedPPO
-from aeon_trl.trainer import Trainer, episode_limit
+from aeon_trl.trainer import Trainer
 
 POLICY_OBS = "policy_observation"
 

@@ -6,7 +6,8 @@
     aeon-train --resume runs/x                    # continue from runs/x/checkpoint.pt (or name the file)
 
 The run folder is ``aeon_trl.driver.run_training``'s: config.yaml, logs/ (TorchRL CSV or TensorBoard logger),
-checkpoint.pt (atomic, every ``checkpoint_every`` iterations), results.json, history.json, learning_curve.png.
+checkpoint.pt (atomic, every ``checkpoint_every`` iterations), results.json, history.json, learning_curve.png,
+eval.mp4 (``video=false``: none).
 A folder that already holds a run is refused unless ``--overwrite``. ``--resume`` may change what means
 "continue" (total_timesteps to train longer, logging, evaluation, checkpointing, device, threads); other config
 changes are refused, naming the keys. Ctrl-C (or SIGTERM) stops after the current iteration with a checkpoint
@@ -111,7 +112,10 @@ def main(argv=None) -> int:
                   f"{len(results['eval_returns'])} episodes") if results["eval_returns"] else ""
     print(f"{cfg.env.env_id}: {results['timesteps']} steps in {results['wall_time']:.0f} s "
           f"({results['steps_per_second']:.0f} steps/s){evaluation}")
-    print(f"run folder: {run_dir} (results.json, learning_curve.png, checkpoint.pt)")
+    video = ", eval.mp4" if results.get("video") else ""
+    print(f"run folder: {run_dir} (results.json, learning_curve.png{video}, checkpoint.pt)")
+    if results.get("video_error"):
+        print(f"aeon-train: no video: {results['video_error']}", file=sys.stderr)
     return 0
 
 
