@@ -12,8 +12,7 @@ are all in the figure, as a user who runs the command sees it. Arms:
 - ``cleanrl``: CleanRL's ``ppo_continuous_action.py`` with its defaults (1 env, 2048 steps, 32 minibatches,
   10 epochs, obs/reward normalization), vendored in ``benchmarks/peers/`` with the edits gymnasium 1.4 needs;
 - ``aeon``: ``python -m aeon_trl.cli.train`` with the default config plus the env's shipped preset, if any;
-- ``aeon-no-preset``: the same with ``--no-preset`` (the plain defaults);
-- ``aeon-async``: the preset plus ``async_collect=true`` (collection overlapped with the update, one update old).
+- ``aeon-no-preset``: the same with ``--no-preset`` (the plain defaults).
 
 No arm evaluates at the end (aeon_trl: ``eval_episodes=0``; the peers never do). The peers set no torch thread
 count; they run with ``OMP_NUM_THREADS=1`` (``--peer-threads 1``, the default), their faster setting on this 2-core
@@ -42,9 +41,8 @@ ARMS = {
     "cleanrl": "CleanRL ppo_continuous_action.py, defaults, 1 env",
     "aeon": "aeon_trl, defaults + the env's preset",
     "aeon-no-preset": "aeon_trl, plain defaults (--no-preset)",
-    "aeon-async": "aeon_trl, defaults + preset + async_collect=true",
 }
-DEFAULT_ARMS = ["sb3", "cleanrl", "aeon", "aeon-no-preset", "aeon-async"]
+DEFAULT_ARMS = list(ARMS)
 
 
 def command(arm: str, env_id: str, timesteps: int, seed: int, run_dir: Path) -> tuple[list[str], int]:
@@ -58,9 +56,8 @@ def command(arm: str, env_id: str, timesteps: int, seed: int, run_dir: Path) -> 
         return [py, str(script), "--env-id", env_id, "--total-timesteps", str(timesteps), "--seed", str(seed)], \
             timesteps // 2048 * 2048  # num_iterations = total_timesteps // batch_size
     flags = ["--no-preset"] if arm == "aeon-no-preset" else []
-    extra = ["async_collect=true"] if arm == "aeon-async" else []
     return [py, "-m", "aeon_trl.cli.train", *flags, f"env_id={env_id}", f"seed={seed}",
-            f"total_timesteps={timesteps}", "eval_episodes=0", "progress=false", "logger=none", *extra,
+            f"total_timesteps={timesteps}", "eval_episodes=0", "progress=false", "logger=none", "video=false",
             "--run-dir", str(run_dir), "--overwrite"], -1  # -1: read from its results.json
 
 
