@@ -71,7 +71,7 @@ def train_run(name: str, overrides: list[str], jobs: int, preset: bool = True) -
     run_dir = OUT / "runs" / name
     threads = ["env_threads=1"] if jobs > 1 else []  # parallel runs share the cores
     flags = [] if preset else ["--no-preset"]
-    # No video (rendering one episode costs ~40 s per run), unless a benchmark's overrides ask for it.
+    # No video (software rendering of one 1,000-step episode took minutes here), unless a benchmark asks for it.
     cmd = [sys.executable, "-m", "aeon_trl.cli.train", *flags, *threads, "video=false", *overrides, "progress=false",
            "--run-dir", str(run_dir), "--overwrite"]  # a rerun replaces the run of the same name
     start = time.perf_counter()
