@@ -225,6 +225,11 @@ def run_training(cfg: Config, run_dir: str | Path, *, resume: bool = False, over
     return results
 
 
+# Software rendering costs ~60 ms a frame at 240 x 240 here, twice that at gymnasium's 480 x 480: the run's own
+# video is the smaller one (a 1,000-step episode ~1 min); aeon-eval --video --size renders larger on request.
+RUN_VIDEO_SIZE = (240, 240)
+
+
 def film(trainer: Trainer, run_dir: Path, logger, step: int) -> dict:
     """One deterministic episode (aeon-eval's first) filmed into ``run_dir/eval.mp4``: ``{"video": path}``, or
     ``{"video_error": why}`` when nothing renders here (or the encoding failed): a video never fails a run. With
@@ -232,7 +237,7 @@ def film(trainer: Trainer, run_dir: Path, logger, step: int) -> dict:
     from aeon_trl.evaluation import record_video
     from aeon_trl.ppo import AdvancedPPO
     try:
-        evaluation = record_video(AdvancedPPO.from_trainer(trainer), run_dir, stem=Path(VIDEO).stem)
+        evaluation = record_video(AdvancedPPO.from_trainer(trainer), run_dir, size=RUN_VIDEO_SIZE, stem=Path(VIDEO).stem)
         if not evaluation.frames:
             return {"video_error": evaluation.render_message}
         if isinstance(logger, TensorboardLogger):
