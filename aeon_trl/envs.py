@@ -503,8 +503,11 @@ class FlattenDictObservation(Compose):
 
 
 def _needs_flattening(observation_spec, batch_dims: int) -> bool:
+    """A Dict observation (no ``observation`` vector), or a multi-dimensional one. Other keys next to an
+    ``observation`` vector are the env's info entries a transform reads (the speed curriculum's ``x_velocity``),
+    not parts of the observation."""
     keys = list(observation_spec.keys(True, True))
-    return keys != ["observation"] or len(observation_spec["observation"].shape[batch_dims:]) != 1
+    return "observation" not in keys or len(observation_spec["observation"].shape[batch_dims:]) != 1
 
 
 class ActionClip(Transform):
