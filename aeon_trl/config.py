@@ -34,12 +34,13 @@ class EnvConfig:
     # A gymnasium id, or gymnasium's "module:EnvId" (imports `module`, which registers EnvId)
     env_id: str = "HalfCheetah-v5"
     num_envs: int = 128
-    # "auto" picks envpool when it ships the id, else "vector": env_threads worker processes (torchrl ParallelEnv,
-    # shared memory), each stepping num_envs/env_threads envs in-process (a gymnasium SyncVectorEnv); one
-    # worker steps them in this process. "gymnasium": gymnasium's AsyncVectorEnv in one GymEnv (one process per
-    # env); "serial"/"parallel": torchrl SerialEnv/ParallelEnv of single GymEnvs (slower; for comparison).
+    # "auto" picks envpool when it ships the id, else "parallel": env_threads worker processes (torchrl
+    # ParallelEnv, shared memory), each stepping num_envs/env_threads envs in-process (a gymnasium SyncVectorEnv);
+    # one worker steps them in this process ("vector" is its earlier name). "gymnasium": gymnasium's
+    # AsyncVectorEnv in one GymEnv (one process per env); "serial": torchrl SerialEnv of single GymEnvs in this
+    # process (slower; its checkpoints hold the simulators' state, for bitwise resume).
     env_backend: str = "auto"
-    # envpool threads, or the vector backend's worker processes; 0 = the CPUs this process may use (SLURM allocation)
+    # envpool threads, or the parallel backend's worker processes; 0 = the CPUs this process may use (SLURM allocation)
     env_threads: int = 0
     # Modules imported before the env is made, in this process and in env workers: ones that register envs
     # (`env.imports=[my_pkg.envs]`).
@@ -228,7 +229,7 @@ DEPRECATED = {
 }
 
 CHOICES = {
-    "env_backend": ("auto", "envpool", "vector", "gymnasium", "serial", "parallel"),
+    "env_backend": ("auto", "envpool", "parallel", "vector", "gymnasium", "serial"),
     "activation": ("tanh", "relu", "elu", "silu"),
     "optimizer": ("adam", "adamw", "sgd", "lamb", "lars"),
     "logger": ("csv", "tensorboard", "none"),

@@ -2,11 +2,11 @@
 
 One TorchRL step carries ``num_envs`` MuJoCo steps, so TorchRL's ~1 ms per-step overhead is paid
 once per batch (see benchmarks/RESULTS.md). The base env is envpool's C++ thread pool when it ships
-the id, else (``env_backend=vector``) ``W`` worker processes (torchrl ``ParallelEnv``, shared-memory buffers),
+the id, else (``env_backend=parallel``) ``W`` worker processes (torchrl ``ParallelEnv``, shared-memory buffers),
 each stepping ``num_envs / W`` gymnasium envs in-process (a ``SyncVectorEnv`` in one ``GymWrapper``); ``W`` is
 ``env_threads`` (default: the CPUs this process may use), shrunk to fit the memory there is (a probe measures
-one env), and never one process per env. gymnasium's ``AsyncVectorEnv``, ``SerialEnv`` and ``ParallelEnv`` of
-single ``GymEnv``s are there to compare (``aeon-benchmark throughput`` measures every path).
+one env), and never one process per env. gymnasium's ``AsyncVectorEnv`` and a ``SerialEnv`` of single ``GymEnv``s
+are there to compare (``aeon-benchmark throughput`` measures every path).
 
 Any gymnasium id works, including gymnasium's ``module:EnvId`` (imports ``module``, which registers ``EnvId``);
 ``env_imports`` are imported first (here and in every worker) and ``env_kwargs`` go to ``gymnasium.make``.
@@ -38,7 +38,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torchrl.envs import (BatchSizeTransform, CatTensors, ClipTransform, Compose, DoubleToFloat, DTypeCastTransform,
-                          EnvBase, FlattenObservation, GymEnv, GymWrapper, RewardSum, SerialEnv, ParallelEnv,
+                          EnvBase, FlattenObservation, GymEnv, GymWrapper, RewardSum, SerialEnv,
                           StepCounter, Transform, TransformedEnv)
 
 from aeon_trl import _compat
@@ -217,13 +217,13 @@ def resolve_backend(cfg: Config) -> str:
         if not refused:
             return "envpool"
         notice(f"envpool's {cfg.env.env_id} does not take env.kwargs {', '.join(refused)}: using gymnasium's env "
-               "in worker processes (env_backend=vector) instead", once=True)
-        return "vector"
+               "in worker processes (env_backend=parallel) instead", once=True)
+        return "parallel"
     if importlib.util.find_spec("envpool") is None and cfg.env.env_id in _ENVPOOL_IDS_ELSEWHERE:
         warnings.warn("envpool is not installed on this platform: env_backend=auto falls back to gymnasium's "
                       "envs in worker processes (several times slower; pip install envpool where it is available)",
                       stacklevel=2)
-    return "vector"
+    return "parallel"
 
 
 _ENVPOOL_IDS_ELSEWHERE = frozenset(f"{n}-v5" for n in (
@@ -413,9 +413,9 @@ def vector_env(make_one: Callable[[], gym.Env], num_envs: int, workers: int, see
     # device="cpu": the collector's .to("cpu") is then a no-op, not a re-seed (torchrl re-seeds a ParallelEnv
     # moved to another device). daemon: at exit without close(), multiprocessing terminates the workers instead
     # of waiting forever for them (torchrl's default, non-daemonic, hangs the interpreter's exit).
-    parallel = ParallelEnv(plan.workers, functools.partial(make_vector_worker, make_one, plan.envs_per_worker),
-                           mp_start_method="fork", device="cpu", daemon=True,
-                           num_threads=torch.get_num_threads())  # the trainer's torch_threads, not torchrl's guess
+    parallel = _compat.PollingParallelEnv(
+        plan.workers, functools.partial(make_vector_worker, make_one, plan.envs_per_worker), mp_start_method="fork",
+        device="cpu", daemon=True, num_threads=torch.get_num_threads())  # the trainer's torch_threads, not torchrl's
     try:
         parallel.set_seed(seed)  # starts the workers
         measured = sum(pss_mb(pid) for pid in set(child_pids()) - before)
@@ -445,7 +445,7 @@ def make_base_env(cfg: Config, num_envs: int, seed: int, serial: bool = False) -
                           max_episode_steps=cfg.env.max_episode_steps or None, env_kwargs=cfg.env.env_kwargs)
     kwargs = _make_kwargs(cfg)
     backend = "serial" if serial else backend
-    if backend == "vector":
+    if backend in ("parallel", "vector"):
         make_one = functools.partial(make_gym_env, env_id, imports, kwargs)
         return vector_env(make_one, num_envs, cfg.env.env_threads or available_cpus(), seed, probe.rss_mb, env_id)
     if env_id.startswith("aeon/"):  # registered on `import aeon_trl`: gymnasium imports it first in vector-env workers
@@ -456,8 +456,6 @@ def make_base_env(cfg: Config, num_envs: int, seed: int, serial: bool = False) -
         make_one = functools.partial(GymEnv, env_id, **kwargs)
     if backend == "serial":
         env = SerialEnv(num_envs, make_one)
-    elif backend == "parallel":  # one worker process per env, shared-memory buffers
-        env = ParallelEnv(num_envs, make_one, mp_start_method="fork", daemon=True)
     else:
         env = GymEnv(env_id, num_envs=num_envs, **kwargs) if num_envs > 1 else GymEnv(env_id, **kwargs)
     env.set_seed(seed)

@@ -235,7 +235,8 @@ ENV_PATHS = [
     ("envpool EnvPoolEnv, 64 envs", ["env_backend=envpool", "num_envs=64"]),
     ("gymnasium vector env in one GymEnv, 16 envs", ["env_backend=gymnasium", "num_envs=16"]),
     ("TorchRL SerialEnv of GymEnv, 8 envs", ["env_backend=serial", "num_envs=8"]),
-    ("TorchRL ParallelEnv of GymEnv, 2 workers", ["env_backend=parallel", "num_envs=2"]),
+    ("TorchRL ParallelEnv, 2 workers x 64 gymnasium envs (ids envpool lacks)",
+     ["env_backend=parallel", "num_envs=128", "env_threads=2"]),
 ]
 
 

@@ -46,7 +46,8 @@ def test_private_attributes_still_exist(path, names):
 @pytest.mark.parametrize("path,names", list(_compat.OVERRIDDEN_PRIVATE_METHODS.items()))
 def test_overridden_private_methods_keep_their_signature(path, names):
     ours = {"torchrl.objectives.ClipPPOLoss": _compat.ClipPPOLossHooks, "torchrl.envs.VecNormV2": _compat.VecNormHooks,
-            "torchrl.data.PrioritizedSampler": _compat.PrioritizedSamplerHooks}[path]
+            "torchrl.data.PrioritizedSampler": _compat.PrioritizedSamplerHooks,
+            "torchrl.envs.ParallelEnv": _compat.PollingParallelEnv}[path]
     for name in names:
         theirs = inspect.signature(getattr(_resolve(path), name))
         mine = inspect.signature(getattr(ours, name))

@@ -111,7 +111,7 @@ def test_batch_size_equal_to_the_on_policy_batch_is_allowed():
 
 
 def test_bad_choice_lists_the_allowed_values():
-    with pytest.raises(ConfigError, match=r"\['auto', 'envpool', 'vector', 'gymnasium', 'serial', 'parallel'\]"):
+    with pytest.raises(ConfigError, match=r"\['auto', 'envpool', 'parallel', 'vector', 'gymnasium', 'serial'\]"):
         Config.from_dict({"env_backend": "pool"})
 
 

@@ -190,7 +190,7 @@ def test_sparse_half_cheetah_id_and_reward():
     finally:
         env.close()
     cfg = Config.from_dict({"env_id": SPARSE_HALF_CHEETAH, "num_envs": 2, "batch_size": 64, "env_threads": 1})
-    assert resolve_backend(cfg) == "vector"  # envpool does not ship it: worker processes x in-process envs
+    assert resolve_backend(cfg) == "parallel"  # envpool does not ship it: worker processes x in-process envs
     stack = make_env(cfg)
     try:
         assert stack.rollout(3)["next", "reward"].shape == (2, 3, 1)

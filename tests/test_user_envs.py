@@ -1,5 +1,5 @@
 """Your own environment: ``module:EnvId`` ids through every entry point, ``env.imports``, ``env.kwargs``, Dict
-observations (flattened, layout in the checkpoint), per-dimension action bounds, the vector backend (worker
+observations (flattened, layout in the checkpoint), per-dimension action bounds, the parallel backend (worker
 processes x in-process envs: same transitions as a serial env, no workers left behind), and the errors for bad input.
 
 The envs are tests/user_env_module.py's (tiny, pure numpy) and its Pendulum variant."""
@@ -131,7 +131,7 @@ def test_env_kwargs_reach_the_env():
 
 def test_env_kwargs_go_to_envpool_when_it_takes_them(capsys):
     assert resolve_backend(cfg_for("env_id=HalfCheetah-v5", "env.kwargs.ctrl_cost_weight=0.2")) == "envpool"
-    assert resolve_backend(cfg_for("env_id=HalfCheetah-v5", "env.kwargs.xml_file=my.xml")) == "vector"
+    assert resolve_backend(cfg_for("env_id=HalfCheetah-v5", "env.kwargs.xml_file=my.xml")) == "parallel"
     assert "does not take env.kwargs xml_file" in capsys.readouterr().err
 
 
@@ -195,7 +195,7 @@ def test_per_dimension_action_bounds_clip_what_the_env_gets():
         env.close()
 
 
-# ---- the vector path ----------------------------------------------------------------------------------------
+# ---- the parallel path --------------------------------------------------------------------------------------
 def _rollout(cfg, actions):
     env = make_env(cfg)
     try:
@@ -206,16 +206,43 @@ def _rollout(cfg, actions):
 
 
 @pytest.mark.parametrize("workers", [2, 3, 1])
-def test_vector_path_gives_the_serial_transitions(workers):
+def test_parallel_path_gives_the_serial_transitions(workers):
     base = [f"env_id={TINY}", "num_envs=6", "steps_per_env=8", "minibatch_size=8", "seed=11", "norm_obs=false",
             "norm_reward=false"]
     actions = torch.rand(80, 6, 2, generator=torch.Generator().manual_seed(0)) * 4 - 2
     serial = _rollout(cfg_for(*base, "env_backend=serial"), actions)
-    vector = _rollout(cfg_for(*base, "env_backend=vector", f"env_threads={workers}"), actions)
+    parallel = _rollout(cfg_for(*base, "env_backend=parallel", f"env_threads={workers}"), actions)
     assert 5 < serial["next", "done"].sum() < 6 * 80  # episodes end at different steps: partial resets happen
     for key in ["observation", ("next", "observation"), ("next", "reward"), ("next", "done"),
                 ("next", "terminated"), ("next", "truncated"), ("next", "episode_reward")]:
-        assert torch.equal(serial[key], vector[key]), key
+        assert torch.equal(serial[key], parallel[key]), key
+
+
+def test_the_learner_sleeps_while_its_workers_step():
+    """torchrl's ParallelEnv spin-polls its workers on the learner's core, which on a 2-core machine is a core the
+    2 workers need; the learner here sleeps between polls: 0.1 s worker steps cost it little CPU time."""
+    env = make_env(cfg_for(f"env_id={TINY}", "num_envs=2", "env_threads=2", "env.kwargs.step_seconds=0.1",
+                           "norm_obs=false", "norm_reward=false"))
+    try:
+        env.reset()
+        wall, cpu = time.perf_counter(), time.process_time()
+        env.rollout(8, break_when_any_done=False)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        env.close()
+    assert wall >= 0.8 and cpu < 0.25 * wall, (wall, cpu)
+
+
+def test_a_worker_that_dies_mid_step_is_an_error_not_a_hang():
+    env = make_env(cfg_for(f"env_id={TINY}", "num_envs=2", "env_threads=2", "env.kwargs.exit_after=3",
+                           "norm_obs=false", "norm_reward=false"))
+    try:
+        env.reset()
+        with pytest.raises(RuntimeError, match="dead"):
+            env.rollout(10, break_when_any_done=False)
+    finally:
+        with pytest.raises(RuntimeError, match="exit code 3"):  # torchrl's close names the worker that failed
+            env.close()
 
 
 def test_auto_uses_workers_for_ids_envpool_does_not_ship(capsys):

@@ -7,6 +7,9 @@ a constructor kwarg).
 """
 from __future__ import annotations
 
+import os
+import time
+
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
@@ -16,10 +19,14 @@ ACTION_HIGH = np.array([1.0, 0.5], dtype=np.float32)
 
 
 class TinyEnv(gym.Env):
-    """x' = x + 0.1 * a (+ noise); reward -|x - target|; ends with probability ``end_prob`` per step."""
+    """x' = x + 0.1 * a (+ noise); reward -|x - target|; ends with probability ``end_prob`` per step.
+    ``step_seconds``: each step sleeps that long (a slow simulator); ``exit_after``: the process exits at that step
+    (a worker that dies)."""
 
-    def __init__(self, scale: float = 1.0, end_prob: float = 0.05, obs_mode: str = "box"):
+    def __init__(self, scale: float = 1.0, end_prob: float = 0.05, obs_mode: str = "box", step_seconds: float = 0.0,
+                 exit_after: int = 0):
         self.scale, self.end_prob, self.obs_mode = float(scale), float(end_prob), obs_mode
+        self.step_seconds, self.exit_after, self.steps = float(step_seconds), int(exit_after), 0
         self.action_space = gym.spaces.Box(ACTION_LOW, ACTION_HIGH, dtype=np.float32)
         vec = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
         if obs_mode == "box":
@@ -50,6 +57,10 @@ class TinyEnv(gym.Env):
         return self._obs(), {}
 
     def step(self, action):
+        self.steps += 1
+        if self.exit_after and self.steps >= self.exit_after:
+            os._exit(3)
+        time.sleep(self.step_seconds)
         action = np.asarray(action, dtype=np.float32)
         self.last_action = action.copy()
         self.v = 0.1 * action.astype(np.float64) + 0.01 * self.np_random.normal(size=2)
