@@ -114,7 +114,7 @@ def section(data: dict) -> str:
              "CleanRL: `ppo_continuous_action.py` (vendored, `benchmarks/peers/`) with its defaults and one env; "
              + (f"both with OMP_NUM_THREADS={data['peer_threads']}. " if data.get("peer_threads") else
                 "both with torch's default thread count. ") + "aeon_trl: `python -m aeon_trl.cli.train` "
-             "(envpool for HalfCheetah-v5; a user env goes through the gymnasium path). "
+             "(envpool for HalfCheetah-v5; a user env goes through the parallel path: worker processes x in-process gymnasium envs). "
              f"Raw envpool HalfCheetah-v5 random-action rate in this run: "
              f"{data['raw_env_steps_per_second'].get('envpool HalfCheetah-v5, 64 envs, 2 threads', float('nan')):,.0f} "
              "steps/s.", ""]
