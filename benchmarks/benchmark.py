@@ -553,7 +553,7 @@ def main(argv=None) -> int:
                         help="scaling: seconds before a torchrun run counts as hung (default 120 + timesteps/100)")
     parser.add_argument("--collect-frames", type=int, default=32_768,
                         help="scaling: frames timed per collection measurement, after one warm-up batch")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     OUT.mkdir(exist_ok=True)
     if args.kind != "report":
         defaults = {"learning": (ENVS, [1, 2, 3], 1_000_000), "suite": (list(SUITE), [1, 2, 3], 1_000_000),
