@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import gc
 import importlib
 import importlib.util
 import inspect
@@ -416,12 +417,19 @@ def vector_env(make_one: Callable[[], gym.Env], num_envs: int, workers: int, see
     parallel = _compat.PollingParallelEnv(
         plan.workers, functools.partial(make_vector_worker, make_one, plan.envs_per_worker), mp_start_method="fork",
         device="cpu", daemon=True, num_threads=torch.get_num_threads())  # the trainer's torch_threads, not torchrl's
+    # The workers are forks: gc.freeze() keeps them from collecting what they inherit (torchrl's worker collects
+    # at close). Finalizers of the parent's garbage are not safe in a fork: after envpool, gymnasium-subprocess
+    # and curriculum envs were made and dropped in one process (the test suite), every worker segfaulted at close.
+    # It also spares copy-on-write pages.
+    gc.freeze()
     try:
         parallel.set_seed(seed)  # starts the workers
         measured = sum(pss_mb(pid) for pid in set(child_pids()) - before)
     except BaseException:
         parallel.close(raise_if_closed=False)
         raise
+    finally:
+        gc.unfreeze()
     notice(f"{label}: {plan.workers} worker processes x {plan.envs_per_worker} envs (memory: estimated "
            f"{plan.estimated_mb / 1024:.2f} GB, measured {measured / 1024:.2f} GB PSS; "
            f"{plan.available_mb / 1024:.1f} GB available)")
