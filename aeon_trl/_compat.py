@@ -124,6 +124,13 @@ def clip_value_loss(old_value, value, clip_value, target, loss, loss_critic_type
     return _clip_value_loss(old_value, value, clip_value, target, loss, loss_critic_type)
 
 
+def standardize(advantage: torch.Tensor) -> torch.Tensor:
+    """``ClipPPOLoss``'s advantage normalization over the whole minibatch (its mean/std and eps): the loss's
+    plain-tensor path must normalize exactly as its TensorDict path does."""
+    from torchrl._utils import _standardize
+    return _standardize(advantage)
+
+
 # ---- torchrl: prioritized sampler --------------------------------------------------------------------------
 def sampler_capacity_and_device(sampler) -> tuple[int, torch.device | None]:
     """A ``PrioritizedSampler``'s capacity and device, which it keeps private."""
@@ -335,7 +342,7 @@ class PollingParallelEnv(ParallelEnv):
 PRIVATE_ATTRIBUTES = {
     "torchrl.collectors.Collector": ("_setup_frames_per_batch",),
     "torchrl.objectives.utils": ("_clip_value_loss",),
-    "torchrl._utils": ("seed_generator",),
+    "torchrl._utils": ("seed_generator", "_standardize"),
     "tensordict.TensorDict": ("_new_unsafe",),
     "torchrl.objectives.ClipPPOLoss": ("_AcceptedKeys",),
     "torchrl.objectives.LossModule": ("_reduce_loss",),

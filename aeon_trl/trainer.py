@@ -80,6 +80,7 @@ class Trainer:
         self.obs_norm = ObsNorm.of(self.env)
         obs_dim, act_dim = env_dims(self.env)
         self.net = AdaptiveActorCritic.from_config(obs_dim, act_dim, cfg.model).to(self.device)
+        self._net_parameters = list(self.net.parameters())  # clipped every minibatch: listed once
         self.actor, self.critic = make_ppo_operators(self.net)
         p, o = cfg.ppo, cfg.optim
         self.loss = AdvancedClipPPOLoss.from_config(self.actor, self.critic, cfg)
@@ -229,7 +230,7 @@ class Trainer:
         for hook in self.gradient_hooks:
             hook(self.net)
         if self.cfg.optim.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.optim.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self._net_parameters, self.cfg.optim.max_grad_norm)
         self.optimizer.step()
         return out
 

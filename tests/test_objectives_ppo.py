@@ -2,6 +2,8 @@
 import pytest
 import torch
 from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from torchrl.modules import IndependentNormal, ProbabilisticActor
 
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
@@ -170,3 +172,57 @@ def test_declares_its_outputs_and_keeps_no_state_between_calls(setup):
     assert set(out.keys()) <= set(loss.out_keys) and "loss_kl" in loss.out_keys
     assert loss._kl_sink is None  # the KL left in the output, nothing of it stays on the module
     assert loss.tensor_keys.value_std == "state_value_std"
+
+
+@pytest.mark.parametrize("options", [
+    dict(clip_value=0.3, entropy_coeff=0.01, kl_coef=0.7, normalize_advantage=False),
+    dict(clip_value=None, entropy_coeff=0.0, kl_coef=0.0, normalize_advantage=True),
+    dict(clip_value=0.2, entropy_coeff=0.05, kl_coef=0.1, normalize_advantage=True, critic_coeff=1.0),
+])
+@pytest.mark.parametrize("num_critics", [1, K])
+def test_plain_tensor_path_gives_torchrl_paths_numbers_and_gradients(behaviour_sample, options, num_critics):
+    """The loss's plain-tensor path against ClipPPOLoss's own forward (the path any other actor takes): every
+    output and every parameter gradient bit for bit, with clipping active and a schedulable coefficient changed."""
+    torch.manual_seed(1)
+    net = AdaptiveActorCritic(OBS, ACT, hidden_sizes=[16, 16], num_critics=num_critics, gating=True)
+    actor, critic = make_ppo_operators(net)
+    obs = torch.randn(B, OBS)
+    action, old_lp = behaviour_sample(net, obs)
+    with torch.no_grad():
+        old_heads = net.value(obs)[2] + 0.5 * torch.randn(B, num_critics)
+    batch = TensorDict({"observation": obs, "action": action, "action_log_prob": old_lp,
+                        "advantage": torch.randn(B, 1) * 3 + 1, "value_target": torch.randn(B, 1) * 2,
+                        "state_value_ensemble": old_heads, "state_value": old_heads.mean(-1, keepdim=True)},
+                       batch_size=[B])
+    loss = AdvancedClipPPOLoss(actor, critic, clip_epsilon=0.2, functional=False, **options)
+    assert loss.networks is not None and loss.networks.policy is net.policy
+    loss.clip_epsilon.fill_(0.15)
+    results = []
+    for networks in (loss.networks, None):  # the plain-tensor path, then TorchRL's
+        loss.networks = networks
+        out = loss(batch.clone())
+        total = sum(out[k] for k in ("loss_objective", "loss_critic", "loss_entropy", "loss_kl"))
+        results.append((out, torch.autograd.grad(total, list(net.parameters()))))
+    (fast, fast_grads), (slow, slow_grads) = results
+    assert set(fast.keys()) == set(slow.keys())
+    assert 0 < slow["clip_fraction"] < 1
+    for key in slow.keys():  # the same operations in the same order: the same bits
+        torch.testing.assert_close(fast[key], slow[key], rtol=0, atol=0, msg=key)
+    for got, want in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_plain_tensor_path_only_for_the_operators_and_options_it_reproduces(setup, behaviour_sample):
+    net, actor, critic, batch = setup
+    assert AdvancedClipPPOLoss(actor, critic, functional=False).networks is not None
+    assert AdvancedClipPPOLoss(actor, critic).networks is None  # functional parameters (ClipPPOLoss's default)
+    assert AdvancedClipPPOLoss(actor, critic, functional=False, reduction="sum").networks is None
+    tanh_actor = ProbabilisticActor(TensorDictModule(net.policy, ["observation"], ["loc", "scale"]),
+                                    in_keys=["loc", "scale"], distribution_class=IndependentNormal,
+                                    distribution_kwargs={"tanh_loc": True}, return_log_prob=True)
+    assert AdvancedClipPPOLoss(tanh_actor, critic, functional=False).networks is None
+    # prioritized minibatches carry importance weights: TorchRL's path reduces with them
+    loss = AdvancedClipPPOLoss(actor, critic, clip_value=0.3, functional=False)
+    weighted = batch.clone().set("priority_weight", torch.rand(B))
+    expected = (loss(batch)["loss_objective"], loss(weighted)["loss_objective"])
+    assert not torch.allclose(*expected)

@@ -384,3 +384,23 @@ def test_apply_hparams_writes_the_new_values_and_refuses_built_keys():
                 trainer.apply_hparams(Config.from_dict(built, base=new))
     finally:
         trainer.close()
+
+
+def test_the_losss_plain_tensor_path_trains_bit_for_bit_as_torchrls_path():
+    """The loss's plain-tensor path is a faster route to the same numbers: a short run with it and one with
+    ClipPPOLoss's own forward end with identical parameters (critic ensemble, gate, entropy bonus and KL term on)."""
+    cfg = Config.from_dict({**TINY, "epochs": 3, "total_timesteps": 512, "num_critics": 3, "gating": True,
+                            "entropy_coef": 0.01, "kl_coef": 0.2})
+    params = []
+    for tensor_path in (True, False):
+        trainer = Trainer(cfg)
+        try:
+            assert trainer.loss.networks is not None
+            if not tensor_path:
+                trainer.loss.networks = None
+            trainer.train()
+            params.append([p.detach().clone() for p in trainer.net.parameters()])
+        finally:
+            trainer.close()
+    assert all(torch.equal(a, b) for a, b in zip(*params))
+    assert not all(torch.equal(a, b) for a, b in zip(params[0], Trainer(cfg).net.parameters())), "it trained"

@@ -15,6 +15,11 @@ entropy bonus, advantage normalization. This subclass overrides only what differ
   ``sum(w * l) / sum(w)``;
 - demonstrations (DAPG, Rajeswaran et al. 2018): rows flagged ``is_demo`` are split off before the
   PPO terms, which see agent rows only, and give ``loss_demo = demo_coef * mean(-log pi(a|s))``.
+- a plain-tensor path: with the Gaussian actor and ensemble critic of ``make_ppo_operators`` (and the
+  constructor's defaults otherwise), ``forward`` computes the same terms on the networks' tensors directly,
+  without ``ClipPPOLoss.forward``'s per-call TensorDict/distribution plumbing (about two thirds of a small
+  minibatch's step on CPU; ``tests/test_objectives_ppo.py`` checks both paths give the same numbers and
+  gradients). Any other actor, critic or option, and prioritized (weighted) minibatches, take TorchRL's path.
 Every key it reads is declared in ``_AcceptedKeys`` (remap with ``set_keys``); ``in_keys``/``out_keys`` list
 what it reads and writes, and ``minibatch_keys`` what a stored on-policy row needs for an update.
 ``clip_epsilon``, ``entropy_coeff``, ``kl_coef`` and ``demo_coef`` are buffers, so schedules change them
@@ -27,7 +32,10 @@ from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 from tensordict.utils import NestedKey
+from torch import nn
+from torchrl.modules import IndependentNormal
 from torchrl.objectives.utils import distance_loss
 
 from aeon_trl import _compat
@@ -62,6 +70,11 @@ class AdvancedClipPPOLoss(_compat.ClipPPOLossHooks):
         self.register_buffer("kl_coef", torch.tensor(float(kl_coef)))
         self.register_buffer("demo_coef", torch.tensor(float(demo_coef)))
         self._kl_sink: list | None = None  # open only during _ppo_forward, see there
+        # The plain-tensor path holds for the options written out above; any other ClipPPOLoss option (a
+        # reduction, asymmetric clipping, a delayed actor, functional parameters...) keeps TorchRL's path.
+        defaults_only = set(kwargs) == {"functional"} and kwargs["functional"] is False \
+            and isinstance(clip_epsilon, (int, float)) and isinstance(entropy_coeff, (int, float))
+        self.networks = plain_networks(actor_network, critic_network) if defaults_only else None
 
     @classmethod
     def from_config(cls, actor_network, critic_network, cfg) -> "AdvancedClipPPOLoss":
@@ -108,6 +121,8 @@ class AdvancedClipPPOLoss(_compat.ClipPPOLossHooks):
         return td_out
 
     def _ppo_forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if self.networks is not None and self.tensor_keys.priority_weight not in tensordict.keys():
+            return self._tensor_forward(tensordict)
         # The penalty needs the differentiable log-ratio, which ClipPPOLoss.forward computes (in log_weight)
         # and keeps to itself: log_weight hands it over through a sink open for this call only; it leaves in
         # the output TensorDict, as loss_kl and kl_approx.
@@ -120,6 +135,42 @@ class AdvancedClipPPOLoss(_compat.ClipPPOLossHooks):
         td_out.set("kl_approx", kl.detach().mean())
         td_out.set("loss_kl", self.reduce_loss(self.kl_coef * kl, tensordict).squeeze(-1))
         return td_out
+
+    def _tensor_forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """``_ppo_forward``'s output computed on the networks' tensors: ClipPPOLoss.forward's terms, in its order
+        and with its reductions (written out because ClipPPOLoss has no tensor-level entry point)."""
+        keys, networks = self.tensor_keys, self.networks
+        obs = tensordict.get(networks.observation_key)
+        advantage = tensordict.get(keys.advantage)
+        if self.normalize_advantage and advantage.numel() > 1:
+            advantage = _compat.standardize(advantage)
+        loc, scale = networks.policy(obs)
+        dist = torch.distributions.Normal(loc, scale, validate_args=False)  # IndependentNormal, per dimension
+        log_prob = dist.log_prob(tensordict.get(keys.action)).sum(-1)
+        log_weight = (log_prob - tensordict.get(keys.sample_log_prob).reshape(log_prob.shape)).unsqueeze(-1)
+        kl = torch.expm1(log_weight) - log_weight  # k3 of KL(old || new), here as in log_weight (same bits)
+        with torch.no_grad():
+            lw = log_weight.squeeze(-1)
+            ess = (2 * lw.logsumexp(0) - (2 * lw).logsumexp(0)).exp() / log_weight.shape[0]
+        log_weight_clip = log_weight.clamp((-self.clip_epsilon).log1p(), self.clip_epsilon.log1p())
+        gain = torch.stack([log_weight.exp() * advantage, log_weight_clip.exp() * advantage], -1).min(-1).values
+        entropy = dist.entropy().sum(-1)
+        out = {"loss_objective": -gain.mean(),
+               "clip_fraction": (log_weight_clip != log_weight).to(log_weight.dtype).mean(),
+               "kl_approx": kl.detach().mean(), "entropy": entropy.detach().mean(),
+               "loss_entropy": (-self.entropy_coeff * entropy).mean()}
+        heads = networks.value(obs)[self.critic_network.out_keys.index(keys.value_ensemble)]
+        loss_critic, value_clip_fraction, explained_variance = self._critic_terms(
+            heads, tensordict, clip=bool(self.clip_value))
+        out["loss_critic"] = loss_critic.mean()
+        if value_clip_fraction is not None:
+            out["value_clip_fraction"] = value_clip_fraction
+        with torch.no_grad():
+            ratio = log_weight.exp()
+            out.update(explained_variance=explained_variance, ESS=ess, max_ratio=ratio.max(),
+                       mean_ratio=ratio.mean())
+        out["loss_kl"] = (self.kl_coef * kl).mean()
+        return TensorDict(out)
 
     def demo_nll(self, demos: TensorDictBase) -> torch.Tensor:
         """Mean ``-log pi(a|s)`` of the current policy on demonstration rows (0 when there are none)."""
@@ -147,16 +198,21 @@ class AdvancedClipPPOLoss(_compat.ClipPPOLossHooks):
         return self._critic_loss(tensordict, clip=bool(self.clip_value))
 
     def _critic_loss(self, tensordict: TensorDictBase, clip: bool):
+        params = self.critic_network_params.to_module(self.critic_network, preserve_module_state=False) \
+            if self.functional else contextlib.nullcontext()
+        with params:
+            heads = self.critic_network(tensordict.select(*self.critic_network.in_keys)).get(
+                self.tensor_keys.value_ensemble)
+        return self._critic_terms(heads, tensordict, clip)
+
+    def _critic_terms(self, heads: torch.Tensor, tensordict: TensorDictBase, clip: bool):
+        """``(critic_coeff * per-row loss, value clip fraction, explained variance)`` of the heads ``[B, K]``."""
         keys = self.tensor_keys
         target = tensordict.get(keys.value_target)
         old_heads = tensordict.get(keys.value_ensemble, None) if clip else None
         if clip and old_heads is None:
             raise KeyError(f"value clipping needs the collected '{keys.value_ensemble}': run the critic "
                            "on the batch before the loss (the trainer does this when it computes GAE)")
-        params = self.critic_network_params.to_module(self.critic_network, preserve_module_state=False) \
-            if self.functional else contextlib.nullcontext()
-        with params:
-            heads = self.critic_network(tensordict.select(*self.critic_network.in_keys)).get(keys.value_ensemble)
         target_heads = target.expand_as(heads)
         loss = distance_loss(target_heads, heads, loss_function=self.loss_critic_type)
         clip_fraction = None
@@ -168,3 +224,26 @@ class AdvancedClipPPOLoss(_compat.ClipPPOLossHooks):
             value = heads.mean(-1, keepdim=True)
             explained_variance = 1 - (target - value).var(correction=0) / (target.var(correction=0) + 1e-8)
         return self.critic_coeff * loss, clip_fraction, explained_variance
+
+
+@dataclass
+class PlainNetworks:
+    """The networks behind the loss's operators: ``policy(obs) -> (loc, scale)``, ``value(obs) -> (...)``."""
+
+    policy: nn.Module
+    value: nn.Module
+    observation_key: NestedKey
+
+
+def plain_networks(actor, critic) -> PlainNetworks | None:
+    """The networks of operators shaped as ``make_ppo_operators`` builds them (a one-input network writing
+    ``loc``/``scale`` into an ``IndependentNormal``, a one-input critic on the same key); None for any other."""
+    if not (isinstance(actor, ProbabilisticTensorDictSequential) and len(actor.module) == 2):
+        return None
+    params, dist = actor.module
+    gaussian = isinstance(params, TensorDictModule) and params.out_keys == ["loc", "scale"] \
+        and len(params.in_keys) == 1 and dist.in_keys == ["loc", "scale"] \
+        and dist.distribution_class is IndependentNormal and set(dist.distribution_kwargs) <= {"validate_args"}
+    if not (gaussian and isinstance(critic, TensorDictModule) and critic.in_keys == params.in_keys):
+        return None
+    return PlainNetworks(params.module, critic.module, params.in_keys[0])
