@@ -42,7 +42,7 @@ DIAGNOSTIC_KEYS = ("kl_approx", "clip_fraction", "entropy", "explained_variance"
 # What apply_hparams() cannot change on a built trainer: they shape the env, the networks, the buffers, the
 # optimizer's state or which features run. A new value of one of them needs a new Trainer.
 BUILT_SECTIONS = ("env", "model", "curiosity", "replay", "demo", "shaping")
-BUILT_KEYS = frozenset({"steps_per_env", "minibatch_size", "seed", "device", "torch_threads", "optimizer",
+BUILT_KEYS = frozenset({"steps_per_env", "minibatch_size", "seed", "device", "torch_threads", "compile", "optimizer",
                         "lookahead", "lookahead_k", "lookahead_alpha", "adaptive_clip"})
 
 
@@ -84,6 +84,8 @@ class Trainer:
         self.actor, self.critic = make_ppo_operators(self.net)
         p, o = cfg.ppo, cfg.optim
         self.loss = AdvancedClipPPOLoss.from_config(self.actor, self.critic, cfg)
+        if cfg.train.compile:
+            self.loss.compile()
         self.advantage = GAE(gamma=p.gamma, lmbda=p.gae_lambda, value_network=None, average_gae=False)
         self.optimizer = build_optimizer(self.net.parameters(), o)
         self.lr_schedule = KLAdaptiveLR(self.optimizer, kl_target=p.kl_target if o.adaptive_lr else None,

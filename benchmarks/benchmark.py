@@ -283,6 +283,12 @@ def throughput(args) -> dict:
     runs = [train_run(f"throughput-{i}", base, 1) for i in range(args.repeats)]
     # The default stops an iteration's epochs early once the KL passes its target; this arm runs all 10.
     full = [train_run(f"throughput-10epochs-{i}", [*base, "kl_early_stop=false"], 1) for i in range(args.repeats)]
+    # The same with the loss compiled: its loop rate includes the ~15-20 s of compiling at the first minibatch, so the
+    # steady rate (median over iterations of collection + update) is reported beside it, for both arms.
+    compiled = [train_run(f"throughput-10epochs-compiled-{i}", [*base, "kl_early_stop=false", "compile=true"], 1)
+                for i in range(args.repeats)]
+    steady = lambda arm: statistics.median(statistics.median(h["steps_per_second"] for h in r["history"])  # noqa: E731
+                                           for r in arm)
     train_sps = [r["steps_per_second"] for r in runs]
     from aeon_trl.config import Config
     cfg, preset = Config.for_run([*base, "progress=false"])  # what train_run's aeon-train builds
@@ -297,6 +303,10 @@ def throughput(args) -> dict:
             "epochs_run_mean": statistics.mean(h["epochs_run"] for r in runs for h in r["history"]),
             "train_steps_per_second_10_epochs": [r["steps_per_second"] for r in full],
             "train_steps_per_second_10_epochs_median": statistics.median(r["steps_per_second"] for r in full),
+            "steady_steps_per_second_10_epochs_median": steady(full),
+            "train_steps_per_second_10_epochs_compiled": [r["steps_per_second"] for r in compiled],
+            "train_steps_per_second_10_epochs_compiled_median": statistics.median(r["steps_per_second"] for r in compiled),
+            "steady_steps_per_second_10_epochs_compiled_median": steady(compiled),
             "collect_frames_per_second_median": statistics.median(collect), "timesteps": args.timesteps}
 
 
@@ -516,6 +526,14 @@ def write_results_md() -> None:
                           f"median | {data['train_steps_per_second_10_epochs_median']:,.0f} |",
                           f"| runs, all 10 epochs (training-loop steps/s) | "
                           f"{[round(x) for x in data['train_steps_per_second_10_epochs']]} |"]
+            if "train_steps_per_second_10_epochs_compiled" in data:
+                parts += [f"| the same, loss compiled (`compile=true`), training loop incl. compiling, median | "
+                          f"{data['train_steps_per_second_10_epochs_compiled_median']:,.0f} |",
+                          f"| runs, all 10 epochs, compiled (training-loop steps/s) | "
+                          f"{[round(x) for x in data['train_steps_per_second_10_epochs_compiled']]} |",
+                          f"| steady rate, all 10 epochs (median over iterations of collection + update): eager / "
+                          f"compiled | {data['steady_steps_per_second_10_epochs_median']:,.0f} / "
+                          f"{data['steady_steps_per_second_10_epochs_compiled_median']:,.0f} |"]
         parts.append("")
     # Feature benchmarks (their own scripts, benchmarks/bench_*.py) each write one section here.
     parts += ["Rollout shapes of the feature sections below: the curriculum, env-path and HalfCheetah tuning "

@@ -226,3 +226,43 @@ def test_plain_tensor_path_only_for_the_operators_and_options_it_reproduces(setu
     weighted = batch.clone().set("priority_weight", torch.rand(B))
     expected = (loss(batch)["loss_objective"], loss(weighted)["loss_objective"])
     assert not torch.allclose(*expected)
+
+
+def _terms_and_grads(loss, net, batch):
+    out = loss(batch.clone())
+    total = sum(out[k] for k in ("loss_objective", "loss_critic", "loss_entropy", "loss_kl"))
+    return out, torch.autograd.grad(total, list(net.parameters()))
+
+
+def test_compiled_terms_match_the_eager_ones(setup):
+    """compile(): the same terms and gradients as eager to float precision (fused kernels round differently),
+    and the schedulable coefficients still act on the compiled graph."""
+    net, actor, critic, batch = setup
+    eager = AdvancedClipPPOLoss(actor, critic, clip_value=0.3, entropy_coeff=0.01, kl_coef=0.7, functional=False)
+    compiled = AdvancedClipPPOLoss(actor, critic, clip_value=0.3, entropy_coeff=0.01, kl_coef=0.7, functional=False)
+    assert compiled.compile()
+    for clip in (0.2, 0.05):
+        eager.clip_epsilon.fill_(clip)
+        compiled.clip_epsilon.fill_(clip)
+        (want, want_grads), (got, got_grads) = _terms_and_grads(eager, net, batch), _terms_and_grads(compiled, net, batch)
+        assert compiled._compiled_terms is not None, "compiling failed and fell back to eager"
+        for key in want.keys():
+            torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6, msg=key)
+        for g, w in zip(got_grads, want_grads):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_a_failed_compile_warns_once_and_trains_eagerly(setup, monkeypatch):
+    net, actor, critic, batch = setup
+    def broken_compile(fn, **kwargs):
+        def fail(*args):
+            raise RuntimeError("InductorError: no working C++ compiler\nlong trace")
+        return fail
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    loss = AdvancedClipPPOLoss(actor, critic, clip_value=0.3, functional=False)
+    reference = AdvancedClipPPOLoss(actor, critic, clip_value=0.3, functional=False)
+    assert loss.compile()
+    with pytest.warns(RuntimeWarning, match="no working C\\+\\+ compiler.*eager loss"):
+        out = loss(batch.clone())
+    assert loss._compiled_terms is None
+    torch.testing.assert_close(out["loss_objective"], reference(batch.clone())["loss_objective"], rtol=0, atol=0)

@@ -404,3 +404,12 @@ def test_the_losss_plain_tensor_path_trains_bit_for_bit_as_torchrls_path():
             trainer.close()
     assert all(torch.equal(a, b) for a, b in zip(*params))
     assert not all(torch.equal(a, b) for a, b in zip(params[0], Trainer(cfg).net.parameters())), "it trained"
+
+
+def test_compile_config_compiles_the_trainers_loss():
+    for compile_loss in (True, False):
+        trainer = Trainer(Config.from_dict({**TINY, "compile": compile_loss}))
+        try:
+            assert (trainer.loss._compiled_terms is not None) == compile_loss
+        finally:
+            trainer.close()
