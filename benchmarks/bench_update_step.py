@@ -78,7 +78,8 @@ def section(data: dict) -> str:
              "`Trainer.optimize_minibatch` (sample, loss, backward, clipping, optimizer step) with each env's preset, "
              f"{data['steps']} steps per arm, the three arms alternating {data['repeats']} times in one process; "
              "median ms per step. The plain-tensor path gives the same bits as TorchRL's (tests/test_objectives_ppo.py, "
-             "tests/test_trainer.py); the compiled one agrees to float precision.", "",
+             "tests/test_trainer.py); the compiled one agrees to float precision. Compiling: the first call's seconds, with "
+             "torch's on-disk compile cache as this machine left it (a graph compiled cold took 15-20 s here).", "",
              "| env (preset) | minibatch | network | " + " | ".join(ARMS) + " | default vs TorchRL | compiled vs "
              "TorchRL | compiling (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:

@@ -173,9 +173,11 @@ def training_curve(history: list[dict], key: str = "episode_return") -> tuple[li
     return [h["frames"] for h in rows], [h[key] for h in rows]
 
 
-def plot_curves(env_id: str, runs: list[dict], path: Path, target: float | None = None) -> None:
+def plot_curves(env_id: str, runs: list[dict], path: Path, target: float | None = None,
+                config: str = "defaults") -> None:
+    """Each seed's training return (the sampling policy's; the table's final evaluation is deterministic)."""
     plot_arms({f"seed {r['seed']}": [training_curve(r["history"])] for r in runs}, np.nan if target is None else target,
-              "target", "training episode return", f"{env_id}: aeon_trl PPO, default config", path, "lower right")
+              "target", "training episode return", f"{env_id}: aeon_trl PPO, {config}", path, "lower right")
 
 
 def learning(args, targets: dict = TARGETS, prefix: str = "") -> dict:
@@ -189,10 +191,11 @@ def learning(args, targets: dict = TARGETS, prefix: str = "") -> dict:
     rows = []
     for env in args.envs:
         per_seed = [results[f"{prefix}{label}{env}-s{seed}"] for seed in args.seeds]
-        plot_curves(env, per_seed, OUT / f"{prefix or 'learning_'}{label}{env}.png", targets.get(env))
         ret_mean, ret_std = mean_std([r["eval_mean"] for r in per_seed])
         preset = preset_path(env)
         config = f"defaults + presets/{preset.name}" if preset else "defaults"
+        plot_curves(env, per_seed, OUT / f"{prefix or 'learning_'}{label}{env}.png", targets.get(env),
+                    ("defaults + preset" if preset else "defaults") + "".join(f" {o}" for o in args.overrides))
         rows.append({"env": env, "config": config + "".join(f" {o}" for o in args.overrides),
                      "label": args.label, "return_mean": ret_mean, "return_std": ret_std,
                      "per_seed": [round(r["eval_mean"], 1) for r in per_seed], "seeds": args.seeds,
@@ -474,7 +477,8 @@ def _learning_md(data: dict, floor: float | None) -> list[str]:
     parts = [head + " steps/s (median) | wall time/run |", rule + "---|---|"]
     for r in data["rows"]:
         config = r.get("config", "defaults") + (f" (`{r['label']}`)" if r.get("label") else "")
-        cells = [r["env"], config, f"{r['return_mean']:.0f} ± {r['return_std']:.0f}", str(r["per_seed"]),
+        digits = 1 if abs(r["return_mean"]) < 100 else 0  # Reacher's and Pusher's returns are a few units
+        cells = [r["env"], config, f"{r['return_mean']:.{digits}f} ± {r['return_std']:.{digits}f}", str(r["per_seed"]),
                  str(r["target"])]
         if floor is not None:
             cells.append(verdict(r))
