@@ -1,6 +1,7 @@
 """Small helpers more than one module needs: seeding, the evaluation seed, "did you mean" hints, walking a state."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 import random
 from typing import Iterable, Mapping
@@ -51,3 +52,16 @@ def float_tensors(tree, prefix: str = ""):
     elif isinstance(tree, (list, tuple)):
         for i, value in enumerate(tree):
             yield from float_tensors(value, f"{prefix}/{i}")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` for the block (0: unchanged), then put back."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(previous)

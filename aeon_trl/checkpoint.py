@@ -24,7 +24,8 @@ CHECKPOINT = "checkpoint.pt"  # a run folder's checkpoint
 
 # Config keys that may differ between a checkpoint and the run resuming it: they change no parameter update.
 BOOKKEEPING_KEYS = frozenset({"progress", "logger", "run_dir", "eval_episodes", "eval_every_episodes", "video",
-                              "checkpoint_every", "device", "torch_threads", "env_threads"})
+                              "checkpoint_every", "device", "torch_threads", "update_threads", "compile",
+                              "env_threads"})
 # What a resumed run (aeon-train --resume, a requeued SLURM job) may change besides bookkeeping: a longer budget
 # continues the run (the schedules stretch to the new horizon); evaluations during training update nothing.
 CONTINUE_KEYS = BOOKKEEPING_KEYS | {"total_timesteps", "eval_every"}

@@ -24,7 +24,7 @@ from aeon_trl.curves import plot_bands
 # (and the seed) are seeds of one configuration.
 # Leaf names, or "section.leaf" to name one section's.
 NOT_COMPARED = ("seed", "run_dir", "progress", "logger", "checkpoint_every", "eval_every", "eval_episodes",
-                "eval_every_episodes", "video", "device", "torch_threads", "env_threads")
+                "eval_every_episodes", "video", "device", "torch_threads", "update_threads", "compile", "env_threads")
 RUN_FILES = ("history.json", "results.json", "config.yaml")
 
 

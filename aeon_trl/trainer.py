@@ -26,7 +26,7 @@ from torchrl.objectives.value import GAE
 
 from aeon_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from aeon_trl import _compat, env_state
-from aeon_trl._util import eval_seed, float_tensors, seed_everything
+from aeon_trl._util import eval_seed, float_tensors, seed_everything, torch_threads
 from aeon_trl.config import Config, ConfigError
 from aeon_trl.envs import ObsNorm, env_dims, episode_limit, make_base_env, make_env, observation_layout
 from aeon_trl.evaluation import PeriodicEvaluator, default_eval_every
@@ -237,7 +237,12 @@ class Trainer:
         return out
 
     def update(self, batch: TensorDictBase) -> dict[str, float]:
-        """The PPO update on one batch ``[num_envs, T]``: advantages, then ``epochs`` passes of minibatches."""
+        """The PPO update on one batch ``[num_envs, T]``: advantages, then ``epochs`` passes of minibatches (on
+        ``update_threads`` torch threads: the env's simulator threads are idle meanwhile)."""
+        with torch_threads(self.cfg.train.update_threads):
+            return self._update(batch)
+
+    def _update(self, batch: TensorDictBase) -> dict[str, float]:
         cfg = self.cfg
         progress = self.frames / self.total_timesteps
         self.loss.entropy_coeff.fill_(self.entropy.value(progress))

@@ -284,12 +284,17 @@ def throughput(args) -> dict:
     paths = {label: collection_rate(ov, frames=16_384 if "envpool" in label else 2_048) for label, ov in ENV_PATHS}
     base = [f"total_timesteps={args.timesteps}", "eval_episodes=0", *args.overrides]
     runs = [train_run(f"throughput-{i}", base, 1) for i in range(args.repeats)]
-    # The default stops an iteration's epochs early once the KL passes its target; this arm runs all 10.
-    full = [train_run(f"throughput-10epochs-{i}", [*base, "kl_early_stop=false"], 1) for i in range(args.repeats)]
-    # The same with the loss compiled: its loop rate includes the ~15-20 s of compiling at the first minibatch, so the
-    # steady rate (median over iterations of collection + update) is reported beside it, for both arms.
-    compiled = [train_run(f"throughput-10epochs-compiled-{i}", [*base, "kl_early_stop=false", "compile=true"], 1)
-                for i in range(args.repeats)]
+    # The default stops an iteration's epochs early once the KL passes its target; these arms run all 10: eager, the same with the loss compiled, and compiled with 2 torch threads during the update
+    # (envpool's threads idle then; strictly on-policy). The arms alternate run by run, so the host's drift over the
+    # minutes hits them alike. The compiled loop rate includes the compiling at the first minibatch, so the steady
+    # rate (median over iterations of collection + update) is reported beside it, for every arm.
+    arms = {"eager": [], "compiled": ["compile=true"], "compiled-2threads": ["compile=true", "update_threads=2"]}
+    runs_by_arm: dict[str, list[dict]] = {arm: [] for arm in arms}
+    for i in range(args.repeats):
+        for arm, extra in arms.items():
+            name = f"throughput-10epochs-{i}" if arm == "eager" else f"throughput-10epochs-{arm}-{i}"
+            runs_by_arm[arm].append(train_run(name, [*base, "kl_early_stop=false", *extra], 1))
+    full, compiled, threaded = runs_by_arm.values()
     steady = lambda arm: statistics.median(statistics.median(h["steps_per_second"] for h in r["history"])  # noqa: E731
                                            for r in arm)
     train_sps = [r["steps_per_second"] for r in runs]
@@ -310,6 +315,10 @@ def throughput(args) -> dict:
             "train_steps_per_second_10_epochs_compiled": [r["steps_per_second"] for r in compiled],
             "train_steps_per_second_10_epochs_compiled_median": statistics.median(r["steps_per_second"] for r in compiled),
             "steady_steps_per_second_10_epochs_compiled_median": steady(compiled),
+            "train_steps_per_second_10_epochs_compiled_2threads": [r["steps_per_second"] for r in threaded],
+            "train_steps_per_second_10_epochs_compiled_2threads_median": statistics.median(
+                r["steps_per_second"] for r in threaded),
+            "steady_steps_per_second_10_epochs_compiled_2threads_median": steady(threaded),
             "collect_frames_per_second_median": statistics.median(collect), "timesteps": args.timesteps}
 
 
@@ -538,6 +547,13 @@ def write_results_md() -> None:
                           f"| steady rate, all 10 epochs (median over iterations of collection + update): eager / "
                           f"compiled | {data['steady_steps_per_second_10_epochs_median']:,.0f} / "
                           f"{data['steady_steps_per_second_10_epochs_compiled_median']:,.0f} |"]
+            if "train_steps_per_second_10_epochs_compiled_2threads" in data:
+                parts += [f"| the same, compiled, 2 torch threads during the update (`update_threads=2`), training "
+                          f"loop, median | {data['train_steps_per_second_10_epochs_compiled_2threads_median']:,.0f} |",
+                          f"| runs (training-loop steps/s) | "
+                          f"{[round(x) for x in data['train_steps_per_second_10_epochs_compiled_2threads']]} |",
+                          f"| steady rate, compiled, 2 update threads | "
+                          f"{data['steady_steps_per_second_10_epochs_compiled_2threads_median']:,.0f} |"]
         parts.append("")
     # Feature benchmarks (their own scripts, benchmarks/bench_*.py) each write one section here.
     parts += ["Rollout shapes of the feature sections below: the curriculum, env-path and HalfCheetah tuning "

@@ -413,3 +413,16 @@ def test_compile_config_compiles_the_trainers_loss():
             assert (trainer.loss._compiled_terms is not None) == compile_loss
         finally:
             trainer.close()
+
+
+def test_update_threads_apply_to_the_update_only():
+    trainer = Trainer(Config.from_dict({**TINY, "torch_threads": 1, "update_threads": 2}))
+    seen = []
+    step = trainer.optimize_minibatch
+    trainer.optimize_minibatch = lambda *a, **k: seen.append(torch.get_num_threads()) or step(*a, **k)
+    try:
+        trainer.train()
+        assert seen and set(seen) == {2}
+        assert torch.get_num_threads() == 1  # collection and everything else keep torch_threads
+    finally:
+        trainer.close()
