@@ -187,7 +187,9 @@ def test_usr2_checkpoints_and_resumes(cluster, tmp_path):
 def test_real_preemption_by_higher_priority_partition(cluster, tmp_path):
     if not {"preemptible", "urgent"} <= cluster["partitions"]:
         pytest.skip("this cluster has no 'preemptible'/'urgent' partitions (slurm/local_cluster.sh makes them)")
-    total, exact = 2560, "env_backend=serial"  # in-process simulators: the checkpoint holds their state
+    # in-process simulators: the checkpoint holds their state. 40 iterations: SLURM takes a few seconds to preempt,
+    # and the job must still be training then (10 iterations once finished first: the resume started at the end)
+    total, exact = 10240, "env_backend=serial"
     # the low-priority job takes every CPU, so the urgent job can only run by preempting it
     [(_, run_dir, job)] = submit(tmp_path / "preempted", f"total_timesteps={total}", exact, partition="preemptible",
                                  cpus_per_task=cluster["cpus"])
