@@ -253,16 +253,7 @@ class Trainer:
         plugin_metrics: dict[str, float] = {}
         for plugin in self.plugins:
             plugin_metrics.update(plugin.on_batch(batch, progress))  # curiosity: ("next", "reward") += coef * r_i
-        with torch.no_grad():
-            # Values of s and s' (all ensemble heads: value clipping needs the old per-head values),
-            # then GAE reads them and writes advantage and value_target.
-            self.critic(batch)
-            self.critic(batch.get("next"))
-            self.advantage(batch)
-        flat = batch.reshape(-1)
-        if not any(plugin.fill_buffer(flat, progress) for plugin in self.plugins):  # prioritized: its own
-            self.buffer.empty()
-            self.buffer.extend(flat.select(*self.update_keys))
+        self.fill_buffer(batch, progress)
         # critic_warmup: the policy stands still (KL 0), so the KL-driven lr, early stop and clip stay as they are.
         warmup = self.iteration < cfg.ppo.critic_warmup
         sums: dict[str, float] = {k: 0.0 for k in self.loss_keys + DIAGNOSTIC_KEYS}
@@ -297,6 +288,19 @@ class Trainer:
                        demo_coef=self.loss.demo_coef.item() if demo_rows else 0.0,  # the term's weight here
                        value_std=batch.get(self.loss.tensor_keys.value_std).mean().item(), **plugin_metrics)
         return metrics
+
+    def fill_buffer(self, batch: TensorDictBase, progress: float) -> None:
+        """The batch's values, advantages and value targets, then the minibatch buffer filled with its rows."""
+        with torch.no_grad():
+            # Values of s and s' (all ensemble heads: value clipping needs the old per-head values),
+            # then GAE reads them and writes advantage and value_target.
+            self.critic(batch)
+            self.critic(batch.get("next"))
+            self.advantage(batch)
+        flat = batch.reshape(-1)
+        if not any(plugin.fill_buffer(flat, progress) for plugin in self.plugins):  # prioritized: its own
+            self.buffer.empty()
+            self.buffer.extend(flat.select(*self.update_keys))
 
     def _adapt_to_kl(self, metrics: dict[str, float]) -> None:
         """The KL-driven schedules between updates: adaptive clip range and KL penalty."""

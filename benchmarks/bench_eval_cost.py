@@ -23,7 +23,7 @@ Writes benchmarks/eval_cost.json and sections/eval_cost.md, then regenerates RES
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
 import sys
 import time
@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from benchmarks.bench_envpaths import welch_t
-from benchmarks.benchmark import OUT, machine, train_run, write_results_md
+from benchmarks.benchmark import load_span, machine, publish, train_run
 
 ENV = "HalfCheetah-v5"
 DEFAULT_TIMESTEPS = 1_000_000
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-envs", nargs="+", default=["HalfCheetah-v5", "Hopper-v5"])
     args = parser.parse_args(argv)
     command = "python -m benchmarks.bench_eval_cost " + " ".join(argv if argv is not None else sys.argv[1:])
-    load = f"load average {open('/proc/loadavg').read().split()[0]} at the start"
+    load_start = os.getloadavg()[0]
     per_eval = {"iterations_trained": 60, "rows": [], "estimate": None}
     for env_id in args.eval_envs:
         part = one_evaluation(env_id, args.episodes, args.repeats)
@@ -179,13 +179,9 @@ def main(argv=None) -> int:
         per_eval["estimate"] = per_eval["estimate"] or part["estimate"]
     sps = steps_per_second(args.timesteps, args.repeats)
     print(f"  steps/s: {sps['median_steps_per_second']}, drop {100 * sps['drop']:.1f}%", flush=True)
-    load += f", {open('/proc/loadavg').read().split()[0]} at the end (2 cores: above ~1, other work shared them)"
-    data = {"command": command.strip(), "machine": machine(), "date": time.strftime("%Y-%m-%d"), "load": load,
-            "steps_per_second": sps, "one_evaluation": per_eval}
-    (OUT / "eval_cost.json").write_text(json.dumps(data, indent=2))
-    (OUT / "sections").mkdir(exist_ok=True)
-    (OUT / "sections" / "eval_cost.md").write_text(section(data) + "\n")
-    write_results_md()
+    data = {"command": command.strip(), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+            "load": load_span(load_start), "steps_per_second": sps, "one_evaluation": per_eval}
+    publish("eval_cost", data, section(data))
     print(section(data))
     return 0
 

@@ -5,7 +5,7 @@
                                            [--repeats 30] [--steps 5]
 
 For each env, its shipped preset (so its network and minibatch size: HalfCheetah 2,048 rows, IDP 256, Reacher 128):
-one trainer collects a batch, computes its advantages and fills the minibatch buffer as an update does; then
+one trainer collects a batch and fills its minibatch buffer (``Trainer.fill_buffer``, as an update does); then
 ``Trainer.optimize_minibatch`` (sample, loss, backward, gradient clipping, optimizer step) runs ``--steps`` times
 per arm, the arms alternating ``--repeats`` times in the same process, so a load that comes and goes hits all
 three alike. Medians of the per-step time over the repeats (the first 5 dropped: warm-up). The compiled arm's first
@@ -16,32 +16,24 @@ Writes benchmarks/update_step.json and sections/update_step.md, then regenerates
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
 import sys
 import time
 
-from benchmarks.benchmark import OUT, machine, write_results_md
+from benchmarks.benchmark import load_span, machine, publish
 
 ARMS = ("TorchRL's ClipPPOLoss.forward", "plain-tensor path (default)", "plain-tensor path, compiled")
 
 
 def measure(env_id: str, repeats: int, steps: int) -> dict:
-    import torch
-
     from aeon_trl.config import Config
     from aeon_trl.trainer import Trainer
     cfg, preset = Config.for_run([f"env_id={env_id}", "progress=false", "logger=none", "eval_episodes=0",
                                   "video=false"])
     trainer = Trainer(cfg)
     try:
-        batch = trainer.collect()
-        with torch.no_grad():
-            trainer.critic(batch)
-            trainer.critic(batch.get("next"))
-            trainer.advantage(batch)
-        trainer.buffer.empty()
-        trainer.buffer.extend(batch.reshape(-1).select(*trainer.update_keys))
+        trainer.fill_buffer(trainer.collect(), progress=0.0)
         loss, networks = trainer.loss, trainer.loss.networks
         loss.compile()
         compiled = loss._compiled_terms
@@ -77,9 +69,10 @@ def section(data: dict) -> str:
              f"- load: {data['load']}", "",
              "`Trainer.optimize_minibatch` (sample, loss, backward, clipping, optimizer step) with each env's preset, "
              f"{data['steps']} steps per arm, the three arms alternating {data['repeats']} times in one process; "
-             "median ms per step. The plain-tensor path gives the same bits as TorchRL's (tests/test_objectives_ppo.py, "
-             "tests/test_trainer.py); the compiled one agrees to float precision. Compiling: the first call's seconds, with "
-             "torch's on-disk compile cache as this machine left it (a graph compiled cold took 15-20 s here).", "",
+             "median ms per step. The plain-tensor path gives the same bits as TorchRL's "
+             "(tests/test_objectives_ppo.py, tests/test_trainer.py); the compiled one agrees to float precision. "
+             "Compiling: the first call's seconds, with torch's on-disk compile cache as this machine left it (a graph "
+             "compiled cold took 15-20 s here).", "",
              "| env (preset) | minibatch | network | " + " | ".join(ARMS) + " | default vs TorchRL | compiled vs "
              "TorchRL | compiling (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
@@ -98,15 +91,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args(argv)
     command = "python -m benchmarks.bench_update_step " + " ".join(argv if argv is not None else sys.argv[1:])
-    load = f"load average {open('/proc/loadavg').read().split()[0]} at the start"
+    load_start = os.getloadavg()[0]
     rows = [measure(env_id, args.repeats, args.steps) for env_id in args.envs]
-    load += f", {open('/proc/loadavg').read().split()[0]} at the end (2 cores: above ~1, other work shared them)"
-    data = {"command": command.strip(), "machine": machine(), "date": time.strftime("%Y-%m-%d"), "load": load,
-            "repeats": args.repeats, "steps": args.steps, "rows": rows}
-    (OUT / "update_step.json").write_text(json.dumps(data, indent=2))
-    (OUT / "sections").mkdir(exist_ok=True)
-    (OUT / "sections" / "update_step.md").write_text(section(data) + "\n")
-    write_results_md()
+    data = {"command": command.strip(), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+            "load": load_span(load_start), "repeats": args.repeats, "steps": args.steps, "rows": rows}
+    publish("update_step", data, section(data))
     print(section(data))
     return 0
 

@@ -284,8 +284,9 @@ def throughput(args) -> dict:
     paths = {label: collection_rate(ov, frames=16_384 if "envpool" in label else 2_048) for label, ov in ENV_PATHS}
     base = [f"total_timesteps={args.timesteps}", "eval_episodes=0", *args.overrides]
     runs = [train_run(f"throughput-{i}", base, 1) for i in range(args.repeats)]
-    # The default stops an iteration's epochs early once the KL passes its target; these arms run all 10: eager, the same with the loss compiled, and compiled with 2 torch threads during the update
-    # (envpool's threads idle then; strictly on-policy). The arms alternate run by run, so the host's drift over the
+    # The default stops an iteration's epochs early once the KL passes its target; these arms run all 10: eager, the
+    # same with the loss compiled, and compiled with 2 torch threads during the update (envpool's threads idle then;
+    # strictly on-policy). The arms alternate run by run, so the host's drift over the
     # minutes hits them alike. The compiled loop rate includes the compiling at the first minibatch, so the steady
     # rate (median over iterations of collection + update) is reported beside it, for every arm.
     arms = {"eager": [], "compiled": ["compile=true"], "compiled-2threads": ["compile=true", "update_threads=2"]}
@@ -313,7 +314,8 @@ def throughput(args) -> dict:
             "train_steps_per_second_10_epochs_median": statistics.median(r["steps_per_second"] for r in full),
             "steady_steps_per_second_10_epochs_median": steady(full),
             "train_steps_per_second_10_epochs_compiled": [r["steps_per_second"] for r in compiled],
-            "train_steps_per_second_10_epochs_compiled_median": statistics.median(r["steps_per_second"] for r in compiled),
+            "train_steps_per_second_10_epochs_compiled_median": statistics.median(
+                r["steps_per_second"] for r in compiled),
             "steady_steps_per_second_10_epochs_compiled_median": steady(compiled),
             "train_steps_per_second_10_epochs_compiled_2threads": [r["steps_per_second"] for r in threaded],
             "train_steps_per_second_10_epochs_compiled_2threads_median": statistics.median(
@@ -487,8 +489,8 @@ def _learning_md(data: dict, floor: float | None) -> list[str]:
     for r in data["rows"]:
         config = r.get("config", "defaults") + (f" (`{r['label']}`)" if r.get("label") else "")
         digits = 1 if abs(r["return_mean"]) < 100 else 0  # Reacher's and Pusher's returns are a few units
-        cells = [r["env"], config, f"{r['return_mean']:.{digits}f} ± {r['return_std']:.{digits}f}", str(r["per_seed"]),
-                 str(r["target"])]
+        cells = [r["env"], config, f"{r['return_mean']:.{digits}f} ± {r['return_std']:.{digits}f}",
+                 str(r["per_seed"]), str(r["target"])]
         if floor is not None:
             cells.append(verdict(r))
         cells += [f"{r['steps_per_second']:.0f}", f"{r['wall_time']:.0f} s"]
@@ -497,6 +499,20 @@ def _learning_md(data: dict, floor: float | None) -> list[str]:
     if len(commands) > 1:
         parts += ["", "Rows come from: " + "; ".join(f"`{c}`" for c in commands)]
     return parts + [""] + [f"![{r['env']}]({r.get('png', 'learning_' + r['env'] + '.png')})" for r in data["rows"]]
+
+
+def load_span(start: float) -> str:
+    """The host's load over a measurement (``start``: ``os.getloadavg()[0]`` when it began), as sections report it."""
+    return (f"load average {start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end (2 cores: above ~1, other "
+            "work shared them)")
+
+
+def publish(name: str, data: dict, text: str) -> None:
+    """A feature benchmark's results: ``<name>.json``, its section ``sections/<name>.md``, then RESULTS.md."""
+    (OUT / f"{name}.json").write_text(json.dumps(data, indent=2))
+    (OUT / "sections").mkdir(exist_ok=True)
+    (OUT / "sections" / f"{name}.md").write_text(text + "\n")
+    write_results_md()
 
 
 def write_results_md() -> None:

@@ -174,6 +174,12 @@ def test_declares_its_outputs_and_keeps_no_state_between_calls(setup):
     assert loss.tensor_keys.value_std == "state_value_std"
 
 
+def _terms_and_grads(loss, net, batch):
+    out = loss(batch.clone())
+    total = sum(out[k] for k in ("loss_objective", "loss_critic", "loss_entropy", "loss_kl"))
+    return out, torch.autograd.grad(total, list(net.parameters()))
+
+
 @pytest.mark.parametrize("options", [
     dict(clip_value=0.3, entropy_coeff=0.01, kl_coef=0.7, normalize_advantage=False),
     dict(clip_value=None, entropy_coeff=0.0, kl_coef=0.0, normalize_advantage=True),
@@ -197,13 +203,9 @@ def test_plain_tensor_path_gives_torchrl_paths_numbers_and_gradients(behaviour_s
     loss = AdvancedClipPPOLoss(actor, critic, clip_epsilon=0.2, functional=False, **options)
     assert loss.networks is not None and loss.networks.policy is net.policy
     loss.clip_epsilon.fill_(0.15)
-    results = []
-    for networks in (loss.networks, None):  # the plain-tensor path, then TorchRL's
-        loss.networks = networks
-        out = loss(batch.clone())
-        total = sum(out[k] for k in ("loss_objective", "loss_critic", "loss_entropy", "loss_kl"))
-        results.append((out, torch.autograd.grad(total, list(net.parameters()))))
-    (fast, fast_grads), (slow, slow_grads) = results
+    fast, fast_grads = _terms_and_grads(loss, net, batch)  # the plain-tensor path
+    loss.networks = None
+    slow, slow_grads = _terms_and_grads(loss, net, batch)  # TorchRL's
     assert set(fast.keys()) == set(slow.keys())
     assert 0 < slow["clip_fraction"] < 1
     for key in slow.keys():  # the same operations in the same order: the same bits
@@ -228,12 +230,6 @@ def test_plain_tensor_path_only_for_the_operators_and_options_it_reproduces(setu
     assert not torch.allclose(*expected)
 
 
-def _terms_and_grads(loss, net, batch):
-    out = loss(batch.clone())
-    total = sum(out[k] for k in ("loss_objective", "loss_critic", "loss_entropy", "loss_kl"))
-    return out, torch.autograd.grad(total, list(net.parameters()))
-
-
 def test_compiled_terms_match_the_eager_ones(setup):
     """compile(): the same terms and gradients as eager to float precision (fused kernels round differently),
     and the schedulable coefficients still act on the compiled graph."""
@@ -244,7 +240,8 @@ def test_compiled_terms_match_the_eager_ones(setup):
     for clip in (0.2, 0.05):
         eager.clip_epsilon.fill_(clip)
         compiled.clip_epsilon.fill_(clip)
-        (want, want_grads), (got, got_grads) = _terms_and_grads(eager, net, batch), _terms_and_grads(compiled, net, batch)
+        want, want_grads = _terms_and_grads(eager, net, batch)
+        got, got_grads = _terms_and_grads(compiled, net, batch)
         assert compiled._compiled_terms is not None, "compiling failed and fell back to eager"
         for key in want.keys():
             torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6, msg=key)
