@@ -3,7 +3,7 @@
     python -m benchmarks.benchmark learning   [--envs ...] [--seeds 0 1 2] [--timesteps 1000000] [--jobs 2]
                                               [--label NAME overrides...]   (a row beside the default one)
     python -m benchmarks.benchmark suite      [--envs ...] [--seeds 1 2 3] [--timesteps 1000000] [--jobs 2]
-    python -m benchmarks.benchmark ablation   [--envs HalfCheetah-v5] [--seeds 0] [--timesteps 1000000] [--jobs 2]
+    python -m benchmarks.benchmark ablation   [--envs ...] [--seeds 0] [--timesteps 300000] [--jobs 2]
     python -m benchmarks.benchmark throughput [--repeats 3] [--timesteps 200000]
     python -m benchmarks.benchmark scaling    [--repeats 3] [--timesteps 100000] [--timeout S]
 
@@ -46,19 +46,17 @@ SUITE = {"HalfCheetah-v5": 6000, "Hopper-v5": 3000, "Walker2d-v5": 4000, "Ant-v5
          "HumanoidStandup-v5": None, "Swimmer-v5": 300, "InvertedPendulum-v5": 1000,
          "InvertedDoublePendulum-v5": 9300, "Reacher-v5": -4.5, "Pusher-v5": -30}
 SUITE_FLOOR = 0.7
-# Each row switches one addition away from the default (or on, where the default has it off).
-ABLATIONS = {
-    "default": [],
-    "+ sigmoid gating": ["gating=true"],
-    "+ LayerNorm": ["layer_norm=true"],
-    "+ critic ensemble (4 heads)": ["num_critics=4"],
-    "+ Lookahead (k=5, alpha=0.5)": ["lookahead=true"],
-    "+ adaptive clip range": ["adaptive_clip=true"],
-    "- KL-adaptive lr (fixed 3e-4, annealed)": ["adaptive_lr=false"],
-    "kl_target 0.01 (slower lr growth)": ["kl_target=0.01"],
-    "max_lr 3e-3 (cap the adaptive lr)": ["max_lr=3e-3"],
-    "+ entropy bonus 0.01 annealed to 0": ["entropy_coef=0.01", "entropy_coef_end=0"],
-}
+# The ablation: one addition at a time, switched against the default config plus the task's preset (what a user
+# trains). Each is (name, config section, key, value with it, value without it); where the preset already has
+# the addition, the arm switches it off, so every cell reads "with minus without".
+ADDITIONS = [
+    ("sigmoid gating", "model", "gating", True, False),
+    ("LayerNorm", "model", "layer_norm", True, False),
+    ("critic ensemble (4 heads)", "model", "num_critics", 4, 1),
+    ("Lookahead (k=5, alpha=0.5)", "optim", "lookahead", True, False),
+    ("adaptive clip range", "ppo", "adaptive_clip", True, False),
+    ("wider network [256, 256]", "model", "hidden_sizes", [256, 256], [64, 64]),
+]
 
 
 def machine() -> str:
@@ -211,19 +209,58 @@ def suite(args) -> dict:
 
 
 def ablation(args) -> dict:
+    """Per task, the default run and one run per addition switched (see ADDITIONS); a cell is the arm's return and
+    the addition's effect, R(with) - R(without)."""
+    from aeon_trl.config import Config
+    base_ov = {env: [f"env_id={env}", f"total_timesteps={args.timesteps}", *args.overrides] for env in args.envs}
+    runs, arms = {}, {}
+    for env in args.envs:
+        base = Config.for_run(base_ov[env])[0].to_dict()
+        for seed in args.seeds:
+            runs[f"abl-{env}-default-s{seed}"] = [*base_ov[env], f"seed={seed}"]
+        for name, section, key, on, off in ADDITIONS:
+            has_it = base[section][key] == on
+            arms[env, name] = (has_it, f"{key}={off if has_it else on}".replace(" ", "").replace("True", "true")
+                               .replace("False", "false"))
+            for seed in args.seeds:
+                runs[f"abl-{env}-{key}-s{seed}"] = [*base_ov[env], arms[env, name][1], f"seed={seed}"]
+    results = run_grid(runs, args.jobs)
     rows = []
     for env in args.envs:
-        runs = {f"abl-{env}-{label}-s{seed}".replace(" ", "_").replace("(", "").replace(")", "").replace(",", ""):
-                [f"env_id={env}", f"seed={seed}", f"total_timesteps={args.timesteps}", *ov, *args.overrides]
-                for label, ov in ABLATIONS.items() for seed in args.seeds}
-        results = list(run_grid(runs, args.jobs, preset=False).values())  # rows vary the plain defaults
-        for i, (label, ov) in enumerate(ABLATIONS.items()):
-            per_seed = results[i * len(args.seeds):(i + 1) * len(args.seeds)]
-            ret_mean, ret_std = mean_std([r["eval_mean"] for r in per_seed])
-            rows.append({"env": env, "variant": label, "overrides": " ".join(ov) or "-", "return_mean": ret_mean,
-                         "return_std": ret_std, "per_seed": [round(r["eval_mean"], 1) for r in per_seed],
-                         "steps_per_second": statistics.median(r["steps_per_second"] for r in per_seed)})
-    return {"rows": rows}
+        default = [results[f"abl-{env}-default-s{seed}"]["eval_mean"] for seed in args.seeds]
+        row = {"env": env, "target": SUITE.get(env), "default": statistics.fmean(default),
+               "default_per_seed": [round(r, 1) for r in default], "arms": {}}
+        for name, _, key, _, _ in ADDITIONS:
+            per_seed = [results[f"abl-{env}-{key}-s{seed}"]["eval_mean"] for seed in args.seeds]
+            has_it, override = arms[env, name]
+            arm = statistics.fmean(per_seed)
+            row["arms"][name] = {"override": override, "preset_has_it": has_it, "return": arm,
+                                 "per_seed": [round(r, 1) for r in per_seed],
+                                 "effect": (row["default"] - arm) if has_it else (arm - row["default"])}
+        rows.append(row)
+    return {"rows": rows, "seeds": args.seeds, "timesteps": args.timesteps,
+            "additions": [name for name, *_ in ADDITIONS]}
+
+
+def _ablation_md(data: dict) -> list[str]:
+    """One row per task (arm return, and the addition's effect in brackets), then the effect over the suite in
+    units of each task's |target| (tasks without a target left out)."""
+    names = data["additions"]
+    lines = [f"Seeds {data['seeds']}, {data['timesteps']:,} env steps per run. A cell: the arm's return, then "
+             "(the addition's effect, R(with) - R(without)). `off:` marks an arm that switched off what the "
+             "task's preset has on.", "",
+             "| env | default (+ preset) | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for r in data["rows"]:
+        cells = [f"{'off: ' if a['preset_has_it'] else ''}{a['return']:.1f} ({a['effect']:+.1f})"
+                 for a in (r["arms"][n] for n in names)]
+        lines.append(f"| {r['env']} | {r['default']:.1f} | " + " | ".join(cells) + " |")
+    scored = [r for r in data["rows"] if r["target"]]
+    effects = {n: [r["arms"][n]["effect"] / abs(r["target"]) for r in scored] for n in names}
+    lines.append("| **mean effect / \|target\|** | | " + " | ".join(f"**{statistics.fmean(e):+.3f}**"
+                                                                     for e in effects.values()) + " |")
+    lines.append("| tasks helped / hurt (by > 5% of \|target\|) | | " + " | ".join(
+        f"{sum(x > 0.05 for x in e)} / {sum(x < -0.05 for x in e)}" for e in effects.values()) + " |")
+    return lines
 
 
 def raw_env_rates(seconds: float = 3.0) -> dict:
@@ -531,10 +568,7 @@ def write_results_md() -> None:
         elif kind == "scaling":
             parts += _scaling_md(data)
         elif kind == "ablation":
-            parts += ["| env | variant | overrides | return (mean ± std) | per seed | steps/s |", "|---|---|---|---|---|---|"]
-            for r in data["rows"]:
-                parts.append(f"| {r['env']} | {r['variant']} | `{r['overrides']}` | {r['return_mean']:.0f} ± "
-                             f"{r['return_std']:.0f} | {r['per_seed']} | {r['steps_per_second']:.0f} |")
+            parts += _ablation_md(data)
         else:
             parts += ["| measurement | value |", "|---|---|"]
             for name, rate in data["raw_env_steps_per_second"].items():
@@ -611,7 +645,7 @@ def main(argv=None) -> int:
     OUT.mkdir(exist_ok=True)
     if args.kind != "report":
         defaults = {"learning": (ENVS, [1, 2, 3], 1_000_000), "suite": (list(SUITE), [1, 2, 3], 1_000_000),
-                    "ablation": (["HalfCheetah-v5"], [4, 5], 500_000),
+                    "ablation": (list(SUITE), [0], 300_000),
                     "throughput": (["HalfCheetah-v5"], [0], 200_000),
                     "scaling": (["HalfCheetah-v5"], [0], 100_000)}[args.kind]
         args.envs, args.seeds = args.envs or defaults[0], args.seeds or defaults[1]
