@@ -32,7 +32,7 @@ from aeon_trl.envs import ObsNorm, env_dims, episode_limit, make_base_env, make_
 from aeon_trl.evaluation import PeriodicEvaluator, default_eval_every
 from aeon_trl.modules.actor_critic import AdaptiveActorCritic, make_ppo_operators
 from aeon_trl.objectives.ppo import AdvancedClipPPOLoss
-from aeon_trl.optim.build import build_optimizer
+from aeon_trl.optim.build import build_optimizer, load_optimizer_state
 from aeon_trl.optim.schedules import AdaptiveClipper, AdaptiveKLCoef, EntropyAnnealing, KLAdaptiveLR, KLEarlyStop
 from aeon_trl.plugins import Plugin, build_plugins, legacy_plugin_states
 from aeon_trl.transforms.curriculum import evaluate_on_hardest_level
@@ -87,7 +87,7 @@ class Trainer:
         if cfg.train.compile:
             self.loss.compile()
         self.advantage = GAE(gamma=p.gamma, lmbda=p.gae_lambda, value_network=None, average_gae=False)
-        self.optimizer = build_optimizer(self.net.parameters(), o)
+        self.optimizer = build_optimizer(self.net.parameters(), o, fused=cfg.train.compile)
         self.lr_schedule = KLAdaptiveLR(self.optimizer, kl_target=p.kl_target if o.adaptive_lr else None,
                                         min_lr=o.min_lr, max_lr=o.max_lr, anneal_end=0.0 if o.anneal_lr else 1.0)
         self.clipper = AdaptiveClipper(init_value=p.clip_epsilon, kl_target=p.kl_target) if p.adaptive_clip else None
@@ -589,7 +589,7 @@ class Trainer:
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint networks do not match this config's model: {exc}") from None
         self.loss.load_state_dict(state["loss_buffers"], strict=False)
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         sched = state["schedules"]
         self.lr_schedule.load_state_dict(sched["lr"])
         self.entropy.load_state_dict(sched["entropy"])

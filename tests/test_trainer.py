@@ -406,13 +406,40 @@ def test_the_losss_plain_tensor_path_trains_bit_for_bit_as_torchrls_path():
     assert not all(torch.equal(a, b) for a, b in zip(params[0], Trainer(cfg).net.parameters())), "it trained"
 
 
-def test_compile_config_compiles_the_trainers_loss():
+def _kernels(trainer) -> set:
+    return {(g["fused"], g["foreach"]) for g in trainer.optimizer.param_groups}
+
+
+def test_compile_config_compiles_the_trainers_loss_and_fuses_adam():
     for compile_loss in (True, False):
         trainer = Trainer(Config.from_dict({**TINY, "compile": compile_loss}))
         try:
             assert (trainer.loss._compiled_terms is not None) == compile_loss
+            assert _kernels(trainer) == ({(True, None)} if compile_loss else {(None, True)})
         finally:
             trainer.close()
+
+
+def test_a_resume_keeps_its_own_adam_kernel(trained):
+    """torch's load_state_dict would take the checkpoint's foreach/fused flags: an eager checkpoint resumed with
+    compile=true must still step fused (and its Adam moments carry over), and back again foreach."""
+    source, path = trained
+    compiled = Trainer(Config.from_dict({**TINY, "compile": True, "total_timesteps": 512}))
+    try:
+        compiled.load(path)
+        assert _kernels(compiled) == {(True, None)}
+        _assert_nested_equal(compiled.optimizer.state_dict()["state"], source.optimizer.state_dict()["state"])
+        compiled.train()  # two more iterations: fused steps on the loaded state
+        assert compiled.frames == 512
+        compiled_path = compiled.save(path.parent / "compiled.pt")
+    finally:
+        compiled.close()
+    eager = Trainer(Config.from_dict(TINY))
+    try:
+        eager.load(compiled_path)
+        assert _kernels(eager) == {(None, True)}
+    finally:
+        eager.close()
 
 
 def test_update_threads_apply_to_the_update_only():
