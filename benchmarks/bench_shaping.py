@@ -1,15 +1,13 @@
 """The benchmark of automated shaping: the speed curriculum, and ablation rows for dynamic batch sizing and LAMB.
 
     python -m benchmarks.bench_shaping curriculum [overrides ...] [--seeds 1 2 3] [--timesteps 400000]
-    python -m benchmarks.bench_shaping ablation [overrides ...] [--seeds 4 5] [--timesteps 500000] [--reuse-default]
+    python -m benchmarks.bench_shaping ablation [overrides ...] [--seeds 4 5] [--timesteps 500000]
 
 ``curriculum``: HalfCheetah-v5 with ``curriculum=speed`` from level 0 against the same env started on its
 hardest level (``curriculum_start=-1``: training on the final task directly), same seeds and budget; the figure
 is the first env step at which the hardest level's success window passes the threshold ("not reached" if it
 never does), and the final evaluation on the hardest level. ``ablation``: HalfCheetah-v5 with the plain
-defaults (``--no-preset``, as ``benchmarks/benchmark.py ablation``) against ``dynamic_batch=true`` and
-``optimizer=lamb``; ``--reuse-default`` takes the default rows from ``benchmarks/ablation.json`` when its
-seeds and budget are the same. Writes ``benchmarks/<curriculum|shaping_ablation>.json`` and a section
+defaults (``--no-preset``) against ``dynamic_batch=true`` and ``optimizer=lamb``. Writes ``benchmarks/<curriculum|shaping_ablation>.json`` and a section
 ``benchmarks/sections/<same>.md``, then regenerates RESULTS.md.
 """
 from __future__ import annotations
@@ -75,21 +73,7 @@ def curriculum(args) -> dict:
 
 
 def ablation(args) -> dict:
-    reused = None
-    old = OUT / "ablation.json"
-    if args.reuse_default and old.exists():
-        data = json.loads(old.read_text())
-        row = next((r for r in data["rows"] if r["env"] == ENV and r["variant"] == "default"), None)
-        # that file's defaults: seeds 4 5, 500,000 steps, no overrides
-        # (pipelines.benchmark: the module's name when that file was written)
-        same_runs = data["command"].strip() in ("python -m benchmarks.benchmark ablation",
-                                                "python -m pipelines.benchmark ablation") and \
-            args.timesteps == 500_000 and args.seeds == [4, 5] and set(args.overrides) <= {"env_threads=1", "torch_threads=1"}
-        if row is None or not same_runs:
-            raise SystemExit("--reuse-default needs benchmarks/ablation.json's default row at the same seeds (4 5) "
-                             "and budget (500000); run without it")
-        reused = {**row, "source": f"benchmarks/ablation.json ({data['command']}, {data['date']})"}
-    runs: dict[str, list[dict]] = {label: [] for label in ABLATIONS if not (label == "default" and reused)}
+    runs: dict[str, list[dict]] = {label: [] for label in ABLATIONS}
     # Seeds outside, variants inside, the JSON saved after every run: a cut-short benchmark still reports
     # every variant on the seeds it finished (marked incomplete).
     for seed in args.seeds:
@@ -97,16 +81,12 @@ def ablation(args) -> dict:
             ov = ABLATIONS[label]
             runs[label].append(train_run(f"shaping-abl-{_slug(label)}-s{seed}", [f"env_id={ENV}", f"seed={seed}",
                                f"total_timesteps={args.timesteps}", *ov, *args.overrides], jobs=1, preset=False))
-            save(args, "shaping_ablation", _ablation_data(args, runs, reused) | {"incomplete": True})
-    return _ablation_data(args, runs, reused)
+            save(args, "shaping_ablation", _ablation_data(args, runs) | {"incomplete": True})
+    return _ablation_data(args, runs)
 
 
-def _ablation_data(args, runs: dict[str, list[dict]], reused: dict | None) -> dict:
+def _ablation_data(args, runs: dict[str, list[dict]]) -> dict:
     rows = []
-    if reused is not None:
-        rows.append({"variant": "default", "overrides": "-", "return_mean": reused["return_mean"],
-                     "return_std": reused["return_std"], "per_seed": reused["per_seed"],
-                     "steps_per_second": reused["steps_per_second"], "source": reused["source"]})
     for label, per_seed in runs.items():
         if not per_seed:
             continue
@@ -146,7 +126,8 @@ NOTES = {
         "returns (mean of the last 100 episodes) of 759 / 518 (dynamic batch, s4 / s5) and 1007 / 991 (LAMB): "
         "the seed-5 policies run in training but their deterministic (mean-action) evaluation falls over "
         "(LAMB s5: eval std 408 over 10 episodes). Two seeds at 500k steps cannot separate these rows from noise. "
-        "The default row is reused from benchmarks/ablation.json: same config (plain defaults, `--no-preset`), "
+        "The default row was reused from benchmarks/ablation.json (the HalfCheetah-only ablation of 2026-11-29, since "
+        "replaced by the suite ablation): same config (plain defaults, `--no-preset`), "
         "seeds and budget, and this branch leaves the default path unchanged (no curriculum, no StepCounter, the "
         "same collector and minibatch count); checked: `python -m pipelines.train --no-preset env_threads=1 "
         "torch_threads=1 env_id=HalfCheetah-v5 seed=5 total_timesteps=500000` on this branch evaluates to 1338.2 "
@@ -203,8 +184,6 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--timesteps", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=1, help="curriculum: runs at a time (each with env_threads=1)")
-    parser.add_argument("--reuse-default", action="store_true",
-                        help="ablation: take the default rows from benchmarks/ablation.json (same seeds and budget)")
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
     if args.kind == "report":  # re-render both sections from their JSON (e.g. after editing the notes below)
