@@ -3,7 +3,7 @@
     python -m benchmarks.benchmark learning   [--envs ...] [--seeds 0 1 2] [--timesteps 1000000] [--jobs 2]
                                               [--label NAME overrides...]   (a row beside the default one)
     python -m benchmarks.benchmark suite      [--envs ...] [--seeds 1 2 3] [--timesteps 1000000] [--jobs 2]
-    python -m benchmarks.benchmark ablation   [--envs ...] [--seeds 0] [--timesteps 300000] [--jobs 2]
+    python -m benchmarks.benchmark ablation   [--envs ...] [--seeds 0] [--timesteps 300000] [--jobs 2] [--reuse]
     python -m benchmarks.benchmark throughput [--repeats 3] [--timesteps 200000]
     python -m benchmarks.benchmark scaling    [--repeats 3] [--timesteps 100000] [--timeout S]
 
@@ -136,10 +136,15 @@ def evaluate_checkpoint(path: Path, episodes: int, seed: int, overrides: list[st
         trainer.close()
 
 
-def run_grid(runs: dict[str, list[str]], jobs: int, preset: bool = True) -> dict[str, dict]:
+def run_grid(runs: dict[str, list[str]], jobs: int, preset: bool = True, reuse: bool = False) -> dict[str, dict]:
+    """Each run in its own ``aeon-train`` process, ``jobs`` at a time; with ``reuse``, a run folder that already
+    holds a finished run of exactly that config is read instead (e.g. to add seeds to a table)."""
+    threads = ["env_threads=1"] if jobs > 1 else []  # as train_run adds them
+    done = {name: finished_run(name, [*threads, *ov], preset) for name, ov in runs.items()} if reuse else {}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {name: pool.submit(train_run, name, ov, jobs, preset) for name, ov in runs.items()}
-        return {name: f.result() for name, f in futures.items()}
+        futures = {name: pool.submit(train_run, name, ov, jobs, preset) for name, ov in runs.items()
+                   if done.get(name) is None}
+        return {name: done.get(name) or futures[name].result() for name in runs}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -224,7 +229,7 @@ def ablation(args) -> dict:
                                .replace("False", "false"))
             for seed in args.seeds:
                 runs[f"abl-{env}-{key}-s{seed}"] = [*base_ov[env], arms[env, name][1], f"seed={seed}"]
-    results = run_grid(runs, args.jobs)
+    results = run_grid(runs, args.jobs, reuse=args.reuse)
     rows = []
     for env in args.envs:
         default = [results[f"abl-{env}-default-s{seed}"]["eval_mean"] for seed in args.seeds]
@@ -637,6 +642,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--label", default=None, help="learning/suite: a variant's name (its overrides set it)")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--reuse", action="store_true",
+                        help="ablation: read runs already finished with the same config (add seeds to the table)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="scaling: seconds before a torchrun run counts as hung (default 120 + timesteps/100)")
     parser.add_argument("--collect-frames", type=int, default=32_768,
