@@ -243,8 +243,31 @@ def ablation(args) -> dict:
                                  "per_seed": [round(r, 1) for r in per_seed],
                                  "effect": (row["default"] - arm) if has_it else (arm - row["default"])}
         rows.append(row)
-    return {"rows": rows, "seeds": args.seeds, "timesteps": args.timesteps,
-            "additions": [name for name, *_ in ADDITIONS]}
+    data = {"rows": rows, "seeds": args.seeds, "timesteps": args.timesteps,
+            "additions": [name for name, *_ in ADDITIONS], "png": "ablation.png"}
+    plot_ablation(data, OUT / data["png"])
+    return data
+
+
+def plot_ablation(data: dict, path: Path) -> None:
+    """A heat map of each addition's effect per task, in units of the task's |target| (red hurts, blue helps)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [r for r in data["rows"] if r["target"]]
+    effect = np.array([[r["arms"][n]["effect"] / abs(r["target"]) for n in data["additions"]] for r in rows])
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 2))
+    image = ax.imshow(effect, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+    for (i, j), value in np.ndenumerate(effect):
+        ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(data["additions"])), data["additions"], rotation=25, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [r["env"] for r in rows], fontsize=8)
+    ax.set_title(f"effect of each addition, (R(with) - R(without)) / |target|; seeds {data['seeds']}, "
+                 f"{data['timesteps']:,} steps", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _ablation_md(data: dict) -> list[str]:
@@ -265,7 +288,7 @@ def _ablation_md(data: dict) -> list[str]:
                                                                      for e in effects.values()) + " |")
     lines.append("| tasks helped / hurt (by > 5% of \|target\|) | | " + " | ".join(
         f"{sum(x > 0.05 for x in e)} / {sum(x < -0.05 for x in e)}" for e in effects.values()) + " |")
-    return lines
+    return lines + ["", f"![ablation]({data['png']})"]
 
 
 def raw_env_rates(seconds: float = 3.0) -> dict:
